@@ -1,0 +1,1 @@
+"""The LaMP data contract: tasks, records, official file I/O, synthetic data, splits, metrics."""

@@ -1,0 +1,1 @@
+"""Object storage and data versioning helpers (atomic files, DVC, S3)."""
