@@ -216,14 +216,34 @@ def read_outputs(path: str | os.PathLike, task: str | TaskSpec | None = None) ->
     return task_name, outputs
 
 
+class QuestionWriter:
+    """Streams questions into an official file; use as a context manager (atomic on exit)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path, self.count = Path(path), 0
+        self._ctx = atomic_open(self.path)
+
+    def __enter__(self) -> "QuestionWriter":
+        self._fh = self._ctx.__enter__()
+        self._fh.write("[")
+        return self
+
+    def write(self, question: Question) -> None:
+        self._fh.write(",\n" if self.count else "\n")
+        self._fh.write(json.dumps(question.to_json(), ensure_ascii=False))
+        self.count += 1
+
+    def __exit__(self, *exc) -> bool | None:
+        if exc[0] is None:
+            self._fh.write("\n]\n")
+        return self._ctx.__exit__(*exc)
+
+
 def write_questions(path: str | os.PathLike, questions: Iterable[Question]) -> Path:
     """Write a questions file atomically, one record at a time (never the whole list in memory)."""
-    with atomic_open(path) as fh:
-        fh.write("[")
-        for i, q in enumerate(questions):
-            fh.write(",\n" if i else "\n")
-            fh.write(json.dumps(q.to_json(), ensure_ascii=False))
-        fh.write("\n]\n")
+    with QuestionWriter(path) as writer:
+        for q in questions:
+            writer.write(q)
     return Path(path)
 
 

@@ -1,0 +1,102 @@
+"""Typed, validated settings read from `params.yaml` (the one configuration source)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from components.lamp.splits import PopulationConfig, PrepareConfig
+from components.lamp.synthetic import SynthConfig
+
+PARAMS_FILE = Path(os.environ.get("PERSONA_PARAMS", "params.yaml"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthSettings(_Strict):
+    users: int = Field(500, ge=3, description="number of synthetic users")
+    queries_per_user: int = Field(3, ge=1, description="questions per user (>=3 enables the time-based split)")
+    profile_min: int = Field(10, ge=1)
+    profile_max: int = Field(40, ge=1)
+    n_themes: int = Field(30, ge=2)
+    n_segments: int = Field(3, ge=1, description="user segments that prefer different theme pools")
+    themes_per_user: tuple[int, int] = (3, 8)
+    irrelevant_fraction: float = Field(0.15, ge=0, le=1, description="share of off-interest noise items")
+    drift_themes: tuple[int, int] = (1, 2)
+    label_noise: float = Field(0.03, ge=0, le=1)
+    words_per_text: tuple[int, int] = (8, 16)
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+
+    def to_config(self) -> SynthConfig:
+        return SynthConfig(**self.model_dump())
+
+
+class DataSettings(_Strict):
+    source: str = "synth"
+    time_based: bool = False
+    synth: SynthSettings = SynthSettings()
+
+
+class PopulationSettings(_Strict):
+    rule: str = "kmeans"
+    k: int = Field(3, ge=1)
+    dim: int = Field(512, ge=8)
+    iterations: int = Field(25, ge=1)
+    seed: int = 0
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        if v not in ("kmeans", "single") and not v.startswith("field:"):
+            raise ValueError("rule must be kmeans, single or field:<name>")
+        return v
+
+
+class PrepareSettings(_Strict):
+    oppu_top_users: int = Field(100, ge=1)
+    populations: PopulationSettings = PopulationSettings()
+
+    def to_config(self) -> PrepareConfig:
+        return PrepareConfig(self.oppu_top_users, PopulationConfig(**self.populations.model_dump()))
+
+
+class Profile(_Strict):
+    name: str
+    tasks: list[str]
+    data: DataSettings = DataSettings()
+    prepare: PrepareSettings = PrepareSettings()
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        from components.lamp.tasks import get_task
+
+        return [get_task(t).name for t in v]
+
+
+def load_profile(name: str | None = None, params_file: str | Path | None = None) -> Profile:
+    path = Path(params_file or PARAMS_FILE)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: run from the repository root or set PERSONA_PARAMS") from None
+    name = name or os.environ.get("PERSONA_PROFILE") or raw.get("profile", "demo")
+    profiles = raw.get("profiles", {})
+    if name not in profiles:
+        raise KeyError(f"{path}: no profile {name!r}; defined: {', '.join(profiles)}")
+    return Profile(name=name, **profiles[name])
+
+
+def data_paths(root: str | Path = "data") -> dict[str, Path]:
+    root = Path(root)
+    return {"raw": root / "raw", "validation": root / "validation",
+            "validation_summary": root / "validation.json", "prepared": root / "prepared"}
+
+
+__all__ = ["Profile", "load_profile", "data_paths"]

@@ -1,0 +1,61 @@
+"""DVC from Python: commands serialised by a file lock (DVC refuses concurrent commands
+in one workspace), and the data version a run read."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class DvcError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def repo_lock(repo: str | Path) -> Iterator[None]:
+    lock_dir = Path(repo) / ".dvc" / "tmp"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "persona.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def dvc_executable() -> str:
+    beside = Path(sys.executable).with_name("dvc")
+    return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
+
+
+def run_dvc(*args: str, repo: str | Path = ".", check: bool = True) -> subprocess.CompletedProcess:
+    """Run `dvc <args>` in `repo` with this interpreter's environment on PATH."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    cmd = [dvc_executable(), *args]
+    log.info("running %s in %s", " ".join(cmd), repo)
+    with repo_lock(repo):
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise DvcError(f"`dvc {' '.join(args)}` failed in {Path(repo).resolve()} "
+                       f"(exit {proc.returncode}):\n{proc.stdout[-4000:]}{proc.stderr[-4000:]}")
+    return proc
+
+
+def data_version(repo: str | Path = ".") -> str:
+    """A short content hash of dvc.lock: the version of the data a run read."""
+    lock = Path(repo) / "dvc.lock"
+    if not lock.exists():
+        return "unversioned"
+    return hashlib.sha256(lock.read_bytes()).hexdigest()[:12]

@@ -1,0 +1,200 @@
+"""`persona`: the one command-line interface of the platform.
+
+Heavy libraries (torch, transformers, great_expectations, prefect, mlflow) are imported
+inside the command that needs them, so `persona --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+# --- persona data ... -----------------------------------------------------------------
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.lamp.synthetic import generate_task
+
+    cfg = load_profile(args.profile).data.synth
+    overrides = {k: v for k, v in (("users", args.users), ("seed", args.seed)) if v is not None}
+    cfg = cfg.model_copy(update=overrides).to_config()
+    for task in args.task:
+        out = Path(args.out) / task if len(args.task) > 1 else Path(args.out)
+        counts = generate_task(task, cfg, out)
+        print(f"{task}: wrote {counts} questions to {out} (+ relevance.json)")
+    return 0
+
+
+def cmd_data_ingest(args: argparse.Namespace) -> int:
+    from components.lamp.ingest import ingest_task
+
+    out = Path(args.out or f"data/raw/{args.task}")
+    counts = ingest_task(args.task, args.source, out, time_based=args.time_based, timeout=args.timeout)
+    print(f"{args.task}: ingested {counts} questions from {args.source} into {out}")
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from components.validation.runner import validate_files
+
+    report = validate_files(args.task, args.questions, args.outputs, docs_dir=args.docs)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report.summary())
+    return 0 if report.success else 1
+
+
+def cmd_data_acquire(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.lamp.stages import acquire
+
+    _print_json(acquire(load_profile(args.profile), args.root))
+    return 0
+
+
+def cmd_data_validate_all(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.lamp.stages import validate_all
+
+    summary = validate_all(load_profile(args.profile), args.root)
+    print(f"validation {'passed' if summary['success'] else 'FAILED'}; reports in {args.root}/validation/")
+    return 0 if summary["success"] else 1
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.lamp.stages import prepare_all
+
+    _print_json(prepare_all(load_profile(args.profile), args.root))
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from components.lamp.stages import file_stats
+
+    _print_json(file_stats(args.task, args.questions, args.outputs))
+    return 0
+
+
+# --- persona eval ... -----------------------------------------------------------------
+
+def cmd_eval_score(args: argparse.Namespace) -> int:
+    from components.lamp.io import read_outputs
+    from components.lamp.metrics import score_outputs
+
+    _, preds = read_outputs(args.pred, args.task)
+    _, golds = read_outputs(args.gold, args.task)
+    metrics = score_outputs(args.task, preds, golds)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for name, value in metrics.items():
+            print(f"{name:>14}: {value:.4f}")
+    return 0
+
+
+# --- persona pipeline -----------------------------------------------------------------
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from flows.pipeline import pipeline
+
+    summary = pipeline(push=not args.no_push)
+    print(summary["text"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persona", description="Train, evaluate and register personalized LLMs on LaMP-format data.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="the data plane: synthesize, ingest, validate, prepare, inspect")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+
+    p = dsub.add_parser("synth", help="write synthetic LaMP-format files with planted personalization signals")
+    p.add_argument("--task", nargs="+", required=True, help="task(s): LaMP-1 LaMP-2 LaMP-3 LaMP-4 LaMP-5 LaMP-7")
+    p.add_argument("--out", required=True, help="output directory (one sub-directory per task if several)")
+    p.add_argument("--users", type=int, help="number of users (default: params.yaml data.synth.users)")
+    p.add_argument("--seed", type=int, help="random seed (default: params.yaml data.synth.seed)")
+    p.add_argument("--profile", help="params.yaml profile to take the other knobs from")
+    p.set_defaults(func=cmd_data_synth)
+
+    p = dsub.add_parser("ingest", help="bring official LaMP files from a directory or URL into data/raw/<task>")
+    p.add_argument("--task", required=True, help="task name, e.g. LaMP-2")
+    p.add_argument("--source", required=True,
+                   help="a directory, an http(s) base URL in the official layout, or 'official'")
+    p.add_argument("--out", help="destination directory (default data/raw/<task>)")
+    p.add_argument("--time-based", action="store_true", help="take the time-based files (time/LaMP_N/...)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per download before giving up")
+    p.set_defaults(func=cmd_data_ingest)
+
+    p = dsub.add_parser("validate", help="check a questions file (and its outputs) against format and the GX suite")
+    p.add_argument("--task", required=True, help="task name, e.g. LaMP-3")
+    p.add_argument("--questions", required=True, help="the *_questions.json file")
+    p.add_argument("--outputs", help="the matching *_outputs.json file (ids must match)")
+    p.add_argument("--docs", help="write Great Expectations Data Docs HTML into this directory")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=cmd_data_validate)
+
+    for name, func, text in (
+            ("acquire", cmd_data_acquire, "DVC stage: synthesize or ingest every task of the profile"),
+            ("validate-all", cmd_data_validate_all, "DVC stage: validate every raw split, write reports"),
+            ("prepare", cmd_data_prepare, "DVC stage: user/time/OPPU splits and populations")):
+        p = dsub.add_parser(name, help=text)
+        p.add_argument("--profile", help="params.yaml profile (default: its `profile` key)")
+        p.add_argument("--root", default="data", help="data directory (default: data)")
+        p.set_defaults(func=func)
+
+    p = dsub.add_parser("stats", help="counts and length statistics of a questions file")
+    p.add_argument("--task", required=True, help="task name")
+    p.add_argument("--questions", required=True, help="the *_questions.json file")
+    p.add_argument("--outputs", help="optional *_outputs.json for label counts")
+    p.set_defaults(func=cmd_data_stats)
+
+    ev = sub.add_parser("eval", help="evaluation: score prediction files")
+    esub = ev.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
+    p = esub.add_parser("score", help="score a predictions file with LaMP's official metrics")
+    p.add_argument("--task", required=True, help="task name, e.g. LaMP-2")
+    p.add_argument("--pred", required=True, help='predictions in the official format {"task", "golds"}')
+    p.add_argument("--gold", required=True, help="the gold *_outputs.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object of metric names and values")
+    p.set_defaults(func=cmd_eval_score)
+
+    p = sub.add_parser("pipeline", help="run the main job (the Prefect pipeline) on the active profile")
+    p.add_argument("--no-push", action="store_true", help="do not push data to the DVC remote")
+    p.set_defaults(func=cmd_pipeline)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from components.lamp.metrics import IdMismatchError
+    from components.lamp.records import DataError
+    from components.lamp.tasks import UnknownTaskError
+
+    try:
+        return args.func(args)
+    except (DataError, IdMismatchError, UnknownTaskError, ValueError, FileNotFoundError, KeyError,
+            ConnectionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
