@@ -106,12 +106,17 @@ class _World:
         self.rng.shuffle(words)
         return words
 
+    def short_title(self, theme: int) -> str:
+        words = self.rng.sample(self.theme_words[theme], 3) + [self.rng.choice(self.filler)]
+        self.rng.shuffle(words)
+        return " ".join(words)
+
     # --- rendering of one item / one query for each task ---------------------------------
 
     def item_fields(self, theme: int, value: object) -> dict[str, str]:
         name, words = self.spec.name, self.text(theme)
         if name == "LaMP-1":
-            return {"title": " ".join(self.text(theme)[:6]), "abstract": " ".join(words)}
+            return {"title": self.short_title(theme), "abstract": " ".join(words)}
         if name == "LaMP-2":
             return {"description": " ".join(words), "tag": str(value)}
         if name == "LaMP-3":
@@ -130,8 +135,7 @@ class _World:
         if name == "LaMP-1":
             others = [t for t in range(self.cfg.n_themes) if t not in user.themes]
             wrong = self.rng.choice(others)
-            right_title = " ".join(self.text(theme)[:6])
-            wrong_title = " ".join(self.text(wrong)[:6])
+            right_title, wrong_title = self.short_title(theme), self.short_title(wrong)
             paper = " ".join(self.rng.sample(self.filler, 6))
             gold = self.rng.choice(("[1]", "[2]"))
             r1, r2 = (right_title, wrong_title) if gold == "[1]" else (wrong_title, right_title)

@@ -1,0 +1,27 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PERSONA_STATE_DIR", str(ROOT / ".state" / "tests"))
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from components.lamp.synthetic import SynthConfig, generate_task  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """Small synthetic files for every synthetic task (generated once per session)."""
+    root = tmp_path_factory.mktemp("synth")
+    cfg = SynthConfig(users=60, queries_per_user=3, profile_min=8, profile_max=20)
+    for task in ("LaMP-1", "LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-7"):
+        generate_task(task, cfg, root / task)
+    return root
+
+
+@pytest.fixture
+def persona_cmd():
+    return [sys.executable, "-m", "flows.cli"]
