@@ -25,3 +25,13 @@ def synth_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def persona_cmd():
     return [sys.executable, "-m", "flows.cli"]
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API (SQLite) for every flow test of the session."""
+    import flows  # noqa: F401  (sets PREFECT_HOME and friends before prefect is imported)
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

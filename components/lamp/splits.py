@@ -67,26 +67,32 @@ def _hash_vector(text: str, dim: int, vec) -> None:
         vec[zlib.crc32(word.encode("utf-8")) % dim] += 1.0
 
 
-def kmeans(features, k: int, iterations: int, seed: int):
-    """Plain k-means with k-means++ seeding on L2-normalised rows (deterministic by seed)."""
+def kmeans(features, k: int, iterations: int, seed: int, restarts: int = 8):
+    """Spherical k-means (k-means++ seeding, best of `restarts` by within-cluster
+    similarity) on L2-normalised rows; deterministic by seed."""
     import numpy as np
 
     x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     k = max(1, min(k, len(x)))
     rng = np.random.default_rng(seed)
-    centers = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        d = np.min(((x[:, None, :] - np.stack(centers)[None]) ** 2).sum(-1), axis=1)
-        centers.append(x[rng.choice(len(x), p=d / d.sum()) if d.sum() > 0 else rng.integers(len(x))])
-    centers = np.stack(centers)
-    assign = np.zeros(len(x), dtype=int)
-    for _ in range(iterations):
-        assign = np.argmax(x @ centers.T, axis=1)
-        new = np.stack([x[assign == c].mean(0) if (assign == c).any() else centers[c] for c in range(k)])
-        if np.allclose(new, centers):
-            break
-        centers = new
-    return assign
+    best, best_score = np.zeros(len(x), dtype=int), -np.inf
+    for _ in range(restarts):
+        centers = [x[rng.integers(len(x))]]
+        for _ in range(1, k):
+            d = np.clip(1 - np.max(x @ np.stack(centers).T, axis=1), 0, None)
+            centers.append(x[rng.choice(len(x), p=d / d.sum())] if d.sum() > 0 else x[rng.integers(len(x))])
+        centers = np.stack(centers)
+        for _ in range(iterations):
+            assign = np.argmax(x @ centers.T, axis=1)
+            new = np.stack([x[assign == c].mean(0) if (assign == c).any() else centers[c] for c in range(k)])
+            new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
+            if np.allclose(new, centers):
+                break
+            centers = new
+        score = float(np.sum(np.max(x @ centers.T, axis=1)))
+        if score > best_score:
+            best, best_score = assign, score
+    return best
 
 
 def assign_populations(user_text: dict[str, str], user_field: dict[str, str],

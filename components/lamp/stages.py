@@ -29,7 +29,10 @@ def acquire(profile: Profile, root: str | Path = "data") -> dict:
         if profile.data.source == "synth":
             counts[task] = generate_task(task, profile.data.synth.to_config(), out)
         else:
-            counts[task] = ingest_task(task, profile.data.source, out, time_based=profile.data.time_based)
+            source = profile.data.source
+            if Path(source, task).is_dir():      # a directory with one sub-directory per task
+                source = str(Path(source, task))
+            counts[task] = ingest_task(task, source, out, time_based=profile.data.time_based)
         log.info("acquired %s into %s: %s", task, out, counts[task])
     return counts
 

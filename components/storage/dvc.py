@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +24,8 @@ class DvcError(RuntimeError):
 
 @contextlib.contextmanager
 def repo_lock(repo: str | Path) -> Iterator[None]:
-    lock_dir = Path(repo) / ".dvc" / "tmp"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / "persona.lock", "w") as fh:
+    key = hashlib.sha256(str(Path(repo).resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"persona-dvc-{key}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

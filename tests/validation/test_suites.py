@@ -42,8 +42,8 @@ def test_clean_files_pass_and_docs_are_written(lamp2, tmp_path):
     (lambda d: d[0]["profile"][1].update(id=d[0]["profile"][0]["id"]), None,
      "expect_compound_columns_to_be_unique", "question_id,item_id"),
     (lambda d: d[0]["profile"][0].update(date="the day after"), None,
-     "expect_column_values_to_be_dateutil_parseable", "date"),
-    (lambda d: d[0].update(date="31/31/2020"), None, "expect_column_values_to_be_dateutil_parseable", "date"),
+     "expect_column_values_to_match_regex", "date"),
+    (lambda d: d[0].update(date="2020-13-01"), None, "expect_column_values_to_match_regex", "date"),
     (lambda d: d[0].update(input=""), None, "expect_column_value_lengths_to_be_between", "input"),
 ])
 def test_each_violation_is_caught(lamp2, mutate_q, mutate_o, expectation, column):
