@@ -1,0 +1,187 @@
+"""The embedded default backbone: built and trained locally (no model hub here).
+
+Recipe (measured in `shared/reference/embedded-backbone-notes.md`, re-measured by
+`bench/backbone.py`): a word-level tokenizer trained with `tokenizers` on the task's
+corpus; a small Llama-style decoder; phase 1 trains it as a language model on prompts
+built from the corpus, phase 2 *task-adapts* it the way OPPU/TAP-PER stage 1 does: the
+training users' questions with prompts holding k retrieved profile items (k=0 included),
+loss on the answer and on every past label inside the profile.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from components.backbone.model import Backbone
+from components.lamp.prompts import build_prompt
+from components.lamp.records import Question
+from components.lamp.tasks import TASKS, TaskSpec
+from components.retrieval.rankers import rank_bm25, rank_random, select_items
+
+log = logging.getLogger(__name__)
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+
+
+@dataclass(frozen=True)
+class EmbeddedConfig:
+    """The `backbone.embedded` section of params.yaml."""
+
+    hidden_size: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 512
+    max_length: int = 512
+    lm_steps: int = 100
+    task_steps: int = 700
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup_steps: int = 30
+    k_max: int = 8
+    mix_none: float = 0.10
+    mix_bm25: float = 0.45
+    mix_random: float = 0.25           # the rest: every item that fits
+    profile_label_loss: bool = True
+    seed: int = 0
+
+
+def build_tokenizer(corpus: Sequence[str], max_length: int):
+    """A word-level tokenizer over whitespace-separated words (quotes split off)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split('"', behavior="isolated")])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<bos>", eos_token="<eos>", model_max_length=max_length)
+    fast.padding_side = "left"
+    return fast
+
+
+def build_model(vocab_size: int, cfg: EmbeddedConfig, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+        intermediate_size=cfg.intermediate_size, max_position_embeddings=cfg.max_length,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+def corpus_of(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str]) -> list[str]:
+    texts = [t.input_template for t in TASKS.values()]
+    texts += ["the tag for the movie: is , and . Following the given patterns are written by a person",
+              "is the score for is the title for is a title for the category for the article:"]
+    seen: set[str] = set()
+    for q in questions:
+        texts.append(q.input)
+        texts.append(golds.get(q.id, ""))
+        for p in q.profile:
+            if p.id not in seen:
+                seen.add(p.id)
+                texts.extend(p.fields.values())
+    texts += list(spec.labels)
+    return texts
+
+
+def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: EmbeddedConfig,
+             rng: random.Random, k_max: int, lm: bool):
+    """Token ids and labels of one training prompt with a randomly chosen context."""
+    r = rng.random()
+    k = rng.randint(1, max(1, k_max))
+    if r < cfg.mix_none or not q.profile:
+        items = []
+    elif r < cfg.mix_none + cfg.mix_bm25:
+        items = select_items(q.profile, rank_bm25(spec, q), k)
+    elif r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random:
+        items = select_items(q.profile, rank_random(spec, q, seed=rng.randrange(1 << 30)), k)
+    else:
+        items = select_items(q.profile, list(range(len(q.profile))), None)
+    answer_ids = backbone.tokenize(gold) + [backbone.tokenizer.eos_token_id]
+    budget = cfg.max_length - len(answer_ids) - 1
+    prompt = build_prompt(spec, q.input, items, budget, backbone.tokenize, backbone.detokenize)
+    ids, labels = [backbone.tokenizer.bos_token_id], [-100]
+    for text, is_label in prompt.segments:
+        seg = backbone.tokenize(text)
+        ids += seg
+        labels += seg if (lm or (is_label and cfg.profile_label_loss)) else [-100] * len(seg)
+    ids += answer_ids
+    labels += answer_ids
+    return ids, labels
+
+
+def _batch(examples, pad_id: int):
+    width = max(len(i) for i, _ in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), -100)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (i, lab) in enumerate(examples):            # right padding for training
+        ids[row, : len(i)] = torch.tensor(i)
+        labels[row, : len(lab)] = torch.tensor(lab)
+        mask[row, : len(i)] = 1
+    return ids, labels, mask
+
+
+def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str],
+                            cfg: EmbeddedConfig, progress: bool = True) -> tuple[Backbone, dict]:
+    """Build the tokenizer and model from scratch and train them on `questions` (train users)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    tokenizer = build_tokenizer(corpus_of(spec, questions, golds), cfg.max_length)
+    model = build_model(len(tokenizer), cfg, tokenizer)
+    backbone = Backbone(model, tokenizer, name=f"embedded-{spec.name}")
+    train = [q for q in questions if q.id in golds]
+    if not train:
+        raise ValueError(f"no training questions with gold outputs for {spec.name}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    total = cfg.lm_steps + cfg.task_steps
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    history, tokens_seen, start = [], 0, time.perf_counter()
+    bar = tqdm(range(total), desc=f"backbone {spec.name}", disable=not progress, mininterval=2)
+    for step in bar:
+        lm = step < cfg.lm_steps
+        # curriculum: small k first, the maximum grows to k_max over the task phase
+        frac = 0.0 if lm else (step - cfg.lm_steps) / max(1, cfg.task_steps)
+        k_max = 2 + int((cfg.k_max - 2) * min(1.0, 2 * frac))
+        batch = [_example(spec, q, golds[q.id], backbone, cfg, rng, k_max, lm)
+                 for q in rng.sample(train, min(cfg.batch_size, len(train)))]
+        ids, labels, mask = _batch(batch, tokenizer.pad_token_id)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        tokens_seen += int(mask.sum())
+        history.append(float(loss))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(history[-20:]) / len(history[-20:]):.3f}", phase="lm" if lm else "task")
+    model.eval()
+    seconds = time.perf_counter() - start
+    stats = {"train_seconds": seconds, "tokens_per_second": tokens_seen / seconds, "steps": total,
+             "final_loss": sum(history[-50:]) / len(history[-50:]), "parameters": sum(p.numel() for p in model.parameters()),
+             "vocab_size": len(tokenizer), "loss_curve": history, "config": asdict(cfg)}
+    log.info("trained %s backbone: %d params, %.0f tokens/s, final loss %.3f",
+             spec.name, stats["parameters"], stats["tokens_per_second"], stats["final_loss"])
+    return backbone, stats

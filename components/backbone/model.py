@@ -1,0 +1,194 @@
+"""Load any Hugging Face causal or seq2seq LM by name or path; batched generation;
+soft-token (inputs_embeds) injection for both architectures.
+
+`Backbone` is the one object every method talks to: it knows the architecture, pads on
+the left for decoder-only models, and prepends soft tokens the same way for both kinds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class BackboneError(ValueError):
+    pass
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class Backbone:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str = "backbone"
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def max_length(self) -> int:
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_length"):
+            value = getattr(cfg, attr, None)
+            if isinstance(value, int) and value > 0:
+                limit = value
+                break
+        else:
+            limit = 512                      # T5 uses relative positions: LaMP's own limit
+        tok_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_limit, int) and 0 < tok_limit < limit:
+            limit = tok_limit
+        return limit
+
+    # --- tokens -------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def encode_batch(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenize with the model's special tokens, pad (left for decoder-only), check limits."""
+        enc = self.tokenizer(list(prompts), padding=True, return_tensors="pt")
+        lengths = enc["attention_mask"].sum(1)
+        too_long = [(i, int(n)) for i, n in enumerate(lengths) if n > self.max_length]
+        if too_long:
+            i, n = too_long[0]
+            raise BackboneError(f"prompt #{i} has {n} tokens, more than the model's limit of "
+                                f"{self.max_length}; build prompts with components.lamp.prompts")
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    # --- soft tokens ----------------------------------------------------------------------
+
+    def embed_with_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input embeddings with `prefix` ([B, P, d] soft tokens) placed before the prompt.
+
+        For left-padded decoder-only batches the prefix goes right after the padding, so
+        every sequence reads [pad… | prefix | prompt] and positions stay contiguous.
+        """
+        embeds = self.model.get_input_embeddings()(input_ids)
+        if prefix is None:
+            return embeds, attention_mask
+        prefix = prefix.to(embeds.dtype)
+        b, p = prefix.shape[:2]
+        ones = attention_mask.new_ones(b, p)
+        if self.is_encoder_decoder or self.tokenizer.padding_side == "right":
+            return torch.cat([prefix, embeds], 1), torch.cat([ones, attention_mask], 1)
+        pads = (attention_mask == 0).sum(1)
+        out_e = torch.cat([embeds.new_zeros(b, p, embeds.shape[-1]), embeds], 1)
+        out_m = torch.cat([attention_mask.new_zeros(b, p), attention_mask], 1)
+        for i in range(b):                       # move the padding in front of the prefix
+            n = int(pads[i])
+            out_e[i, :n] = embeds[i, :n]
+            out_e[i, n:n + p] = prefix[i]
+            out_e[i, n + p:] = embeds[i, n:]
+            out_m[i, : n + p] = torch.cat([attention_mask[i, :n], ones[i]])
+            out_m[i, n + p:] = attention_mask[i, n:]
+        return out_e, out_m
+
+    # --- generation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, num_beams: int = 1,
+                 prefix: torch.Tensor | None = None) -> list[str]:
+        """Greedy (or beam) generation for one batch of prompts; returns the new text only."""
+        self.model.eval()
+        enc = self.encode_batch(prompts)
+        kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if prefix is None:
+            out = self.model.generate(**enc, **kwargs)
+        else:
+            embeds, mask = self.embed_with_prefix(enc["input_ids"], enc["attention_mask"], prefix)
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
+        if not self.is_encoder_decoder and prefix is None:
+            out = out[:, enc["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def _check_tokenizer(tokenizer, source: str) -> None:
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+            log.info("tokenizer of %s has no pad token: using its eos token %r", source, tokenizer.eos_token)
+        else:
+            raise BackboneError(f"the tokenizer of {source} has neither a pad nor an eos token; "
+                                "add one (tokenizer.add_special_tokens({'pad_token': '<pad>'})) and save it")
+
+
+def load_backbone(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "auto",
+                  attn_implementation: str | None = None) -> Backbone:
+    """Load a causal or seq2seq LM (auto class chosen from its config) and its tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    source = str(name_or_path)
+    looks_local = source.startswith((".", "/", "~")) or os.sep in source and Path(source).exists()
+    if looks_local and not Path(source).expanduser().exists():
+        raise BackboneError(f"model path {source} does not exist")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"cannot load a model config from {source!r}: {exc}. Give a local directory "
+                            "saved with save_pretrained, or a hub name on a machine that can reach the hub") from None
+    dev = pick_device(device)
+    kwargs = {"dtype": pick_dtype(dev, dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if getattr(config, "is_encoder_decoder", False):
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except ValueError:
+            raise BackboneError(f"{source} is a {config.model_type!r} model, not a causal or seq2seq "
+                                "language model") from None
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    _check_tokenizer(tokenizer, source)
+    if not model.config.is_encoder_decoder:
+        tokenizer.padding_side = "left"
+    return Backbone(model.to(dev), tokenizer, name=source)
+
+
+def save_backbone(backbone: Backbone, out_dir: str | os.PathLike) -> Path:
+    """`save_pretrained` (safetensors) for model and tokenizer."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone.model.save_pretrained(out, safe_serialization=True)
+    backbone.tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,48 @@
+"""The baselines: no history, retrieval of k items (random / recency / BM25 / dense),
+and full context (as many items as fit, newest first)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from components.backbone.model import Backbone
+from components.lamp.prompts import build_prompt
+from components.lamp.records import Question
+from components.lamp.tasks import TaskSpec
+from components.methods.base import Method, Prediction
+from components.retrieval.rankers import RANKERS, DenseRanker, rank_recency, select_items
+
+
+class PromptMethod(Method):
+    """Selects profile items, writes LaMP's prompt, and lets the frozen backbone answer."""
+
+    def __init__(self, name: str, ranker=None, k: int | None = 0, num_beams: int = 1, seed: int = 0):
+        self.name, self.ranker, self.k, self.num_beams, self.seed = name, ranker, k, num_beams, seed
+
+    def items_for(self, spec: TaskSpec, q: Question):
+        if self.k == 0 or not q.profile:
+            return []
+        return select_items(q.profile, self.ranker(spec, q, self.seed), self.k)
+
+    def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
+        limit = backbone.max_length - spec.max_new_tokens - 2
+        prompts = [build_prompt(spec, q.input, self.items_for(spec, q), limit,
+                                backbone.tokenize, backbone.detokenize) for q in questions]
+        texts = [p.text for p in prompts]
+        outputs = backbone.generate(texts, spec.max_new_tokens, num_beams=self.num_beams)
+        return [Prediction(q.id, out, p.context_tokens, backbone.count_tokens(t))
+                for q, p, t, out in zip(questions, prompts, texts, outputs)]
+
+
+def make_baseline(name: str, num_beams: int = 1, seed: int = 0) -> PromptMethod:
+    """`non-personalized`, `full-context`, or `<ranker>-<k>` with ranker random|recency|bm25|dense."""
+    if name == "non-personalized":
+        return PromptMethod(name, None, 0, num_beams, seed)
+    if name == "full-context":
+        return PromptMethod(name, rank_recency, None, num_beams, seed)
+    ranker_name, _, k = name.rpartition("-")
+    if not k.isdigit() or ranker_name not in (*RANKERS, "dense"):
+        raise ValueError(f"unknown baseline {name!r}: use non-personalized, full-context or "
+                         "random-K, recency-K, bm25-K, dense-K")
+    ranker = DenseRanker() if ranker_name == "dense" else RANKERS[ranker_name]
+    return PromptMethod(name, ranker, int(k), num_beams, seed)
