@@ -30,6 +30,7 @@ class SynthSettings(_Strict):
     drift_themes: tuple[int, int] = (1, 2)
     label_noise: float = Field(0.03, ge=0, le=1)
     words_per_text: tuple[int, int] = (8, 16)
+    theme_words_per_text: int = Field(3, ge=1, le=6, description="theme words in each text (signal strength)")
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
 
@@ -66,11 +67,59 @@ class PrepareSettings(_Strict):
         return PrepareConfig(self.oppu_top_users, PopulationConfig(**self.populations.model_dump()))
 
 
+class EmbeddedSettings(_Strict):
+    hidden_size: int = Field(128, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    max_length: int = Field(512, ge=64, description="positions, and the prompt limit")
+    lm_steps: int = Field(100, ge=0, description="phase 1: language modelling on corpus prompts")
+    task_steps: int = Field(900, ge=1, description="phase 2: task adaptation with k retrieved items")
+    batch_size: int = Field(16, ge=1)
+    tokens_per_microbatch: int = Field(4096, ge=64)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(30, ge=0)
+    k_max: int = Field(8, ge=1)
+    mix_none: float = Field(0.10, ge=0, le=1)
+    mix_bm25: float = Field(0.45, ge=0, le=1)
+    mix_random: float = Field(0.25, ge=0, le=1)
+    profile_label_loss: bool = True
+    seed: int = 0
+
+    def to_config(self):
+        from components.backbone.embedded import EmbeddedConfig
+
+        return EmbeddedConfig(**self.model_dump())
+
+
+class BackboneSettings(_Strict):
+    source: str = "embedded"
+    train_split: str = "time/train"
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+
+class EvaluationSettings(_Strict):
+    split: str = "time/test"
+    methods: list[str] = ["non-personalized", "random-4", "recency-4", "bm25-4", "dense-4", "full-context"]
+    batch_size: int = Field(32, ge=1)
+    num_beams: int = Field(1, ge=1)
+
+
 class Profile(_Strict):
     name: str
     tasks: list[str]
     data: DataSettings = DataSettings()
     prepare: PrepareSettings = PrepareSettings()
+    backbone: BackboneSettings = BackboneSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+
+    def section_hash(self, *sections: str) -> str:
+        """A short hash of the named settings sections (a cache key part)."""
+        import hashlib
+        import json
+
+        blob = json.dumps({s: getattr(self, s).model_dump() for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @field_validator("tasks")
     @classmethod

@@ -104,6 +104,36 @@ def cmd_eval_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.evaluation.run import EvalRequest, run_evaluation
+
+    profile = load_profile(args.profile)
+    method = f"{args.method}-{args.k}" if args.k is not None else args.method
+    req = EvalRequest(method=method, task=args.task, split=args.split or profile.evaluation.split,
+                      backbone_uri=args.backbone, batch_size=args.batch_size or profile.evaluation.batch_size,
+                      num_beams=args.num_beams or profile.evaluation.num_beams, limit=args.limit)
+    result = run_evaluation(req, profile.name, reports=args.reports)
+    print(json.dumps({"method": result["method"], "task": result["task"], "split": result["split"],
+                      "metrics": result["metrics"], "costs": result["costs"],
+                      "predictions_file": result["predictions_file"],
+                      "mlflow_run_id": result["mlflow_run_id"], "backbone": result["backbone"]}, indent=2))
+    return 0
+
+
+# --- persona train ... ----------------------------------------------------------------
+
+def cmd_train_backbone(args: argparse.Namespace) -> int:
+    from components.backbone.train import train_and_register
+    from components.config import load_profile
+
+    profile = load_profile(args.profile)
+    for task in args.task or profile.tasks:
+        reg = train_and_register(task, profile)
+        print(f"{task}: registered {reg['model_uri']} (MLflow run {reg['run_id']})")
+    return 0
+
+
 # --- persona pipeline -----------------------------------------------------------------
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -172,6 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object of metric names and values")
     p.set_defaults(func=cmd_eval_score)
 
+    p = esub.add_parser("run", help="evaluate a method on a prepared split (MLflow run + predictions file)")
+    p.add_argument("--method", required=True,
+                   help="non-personalized, full-context, random, recency, bm25, dense (with --k) or e.g. bm25-4")
+    p.add_argument("--task", required=True, help="task name, e.g. LaMP-2")
+    p.add_argument("--split", help="<kind>/<split> under data/prepared/<task>/ (default: params evaluation.split)")
+    p.add_argument("--k", type=int, help="number of retrieved profile items for retrieval methods")
+    p.add_argument("--backbone", help="models:/backbone-<task>/<version> or a local model directory "
+                                      "(default: the latest registered backbone of the task)")
+    p.add_argument("--batch-size", type=int, help="questions per generation batch")
+    p.add_argument("--num-beams", type=int, help="beam width (1 = greedy)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N questions (smoke runs)")
+    p.add_argument("--reports", default="reports", help="where predictions and summary.json go")
+    p.add_argument("--profile", help="params.yaml profile")
+    p.set_defaults(func=cmd_eval_run)
+
+    tr = sub.add_parser("train", help="training: backbones (methods come with their issues)")
+    tsub = tr.add_subparsers(dest="train_command", required=True, metavar="SUBCOMMAND")
+    p = tsub.add_parser("backbone", help="train the embedded backbone (or adopt a named one) and register it")
+    p.add_argument("--task", nargs="*", help="tasks (default: the profile's tasks)")
+    p.add_argument("--profile", help="params.yaml profile")
+    p.set_defaults(func=cmd_train_backbone)
+
     p = sub.add_parser("pipeline", help="run the main job (the Prefect pipeline) on the active profile")
     p.add_argument("--no-push", action="store_true", help="do not push data to the DVC remote")
     p.set_defaults(func=cmd_pipeline)
@@ -184,14 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from components.lamp.metrics import IdMismatchError
-    from components.lamp.records import DataError
-    from components.lamp.tasks import UnknownTaskError
-
     try:
         return args.func(args)
-    except (DataError, IdMismatchError, UnknownTaskError, ValueError, FileNotFoundError, KeyError,
-            ConnectionError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,26 +1,66 @@
-"""The main job (README command (a)). Today: the data plane; later issues add training,
-evaluation, registration and promotion as further steps of this same flow."""
+"""The main job (README command (a)): data -> backbone -> evaluation of every configured
+method on every task -> comparison tables. Later issues add Attn-GS, TAP-PER, PPlug,
+registration and promotion as further steps of this same flow."""
 
 from __future__ import annotations
 
-from prefect import flow
+from pathlib import Path
 
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.backbone import train_backbone
 from flows.data import data_flow
+from flows.evaluate import evaluate
 
 
-def _summarise(data: dict) -> str:
+@task(cache_policy=NO_CACHE)
+def write_report(repo: str) -> dict:
+    """Markdown comparison table and bar chart per task, logged to MLflow."""
+    import json
+
+    import mlflow
+
+    from components.evaluation.summary import bar_chart, comparison_table
+    from components.tracking import mlflow_tracking
+
+    reports = Path(repo) / "reports"
+    summary = json.loads((reports / "summary.json").read_text())
+    mlflow_tracking.configure(repo)
+    tables = {}
+    for task_name in summary["tasks"]:
+        table = comparison_table(summary, task_name)
+        md = reports / f"comparison-{task_name}.md"
+        md.write_text(f"# {task_name}\n\n{table}\n")
+        png = bar_chart(summary, task_name, reports / f"comparison-{task_name}.png")
+        mlflow_tracking.experiment(task_name, repo)
+        with mlflow.start_run(run_name=f"comparison-{task_name}",
+                              tags=mlflow_tracking.standard_tags(repo, kind="report")):
+            mlflow.log_artifact(str(md))
+            mlflow.log_artifact(str(png))
+        tables[task_name] = table
+    return tables
+
+
+def _summarise(data: dict, backbones: dict, tables: dict) -> str:
     lines = [f"data version {data['data_version']}  (dvc push: {data['push']})"]
-    for task, splits in data["validation"]["tasks"].items():
+    for task_name, splits in data["validation"]["tasks"].items():
         verdict = "ok" if all(s["success"] for s in splits.values()) else "FAILED"
-        sizes = ", ".join(f"{k} {v['questions']}" for k, v in splits.items())
-        prep = data["prepared"][task]
-        lines.append(f"{task}: validation {verdict} ({sizes}); users {prep['users']}; "
-                     f"populations {prep['populations']}")
-    lines.append("outputs: data/raw, data/prepared, validation reports + Data Docs in data/validation")
+        prep = data["prepared"][task_name]
+        lines.append(f"{task_name}: validation {verdict}; users {prep['users']}; populations "
+                     f"{prep['populations']}; backbone {backbones[task_name]['model_uri']}")
+    for task_name, table in tables.items():
+        lines += ["", f"## {task_name}", table]
+    lines += ["", "outputs: data/ (DVC), reports/summary.json, reports/comparison-*.{md,png}, "
+              "reports/predictions/; runs and models in MLflow (.state/mlflow.db unless MLFLOW_TRACKING_URI)"]
     return "\n".join(lines)
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(repo: str = ".", push: bool = True) -> dict:
     data = data_flow(repo=repo, push=push)
-    return {"data": data, "text": _summarise(data)}
+    backbones = train_backbone(repo=repo)
+    results = evaluate(backbones, repo=repo)
+    tables = write_report(repo)
+    return {"data": data, "backbones": backbones, "evaluations": results,
+            "text": _summarise(data, backbones, tables)}

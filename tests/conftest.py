@@ -35,3 +35,17 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session", params=["decoder", "seq2seq"])
+def tiny(request, tmp_path_factory, synth_root):
+    """A tiny backbone of each architecture whose vocabulary covers the synthetic data."""
+    from components.lamp.io import read_questions
+    from tests.tiny_models import tiny_backbone
+
+    words = []
+    for task in ("LaMP-2", "LaMP-3"):
+        for q in read_questions(synth_root / task / "train_questions.json")[:40]:
+            words.append(q.input)
+            words += [v for p in q.profile for v in p.fields.values()]
+    return tiny_backbone(request.param, words, tmp_path_factory.mktemp(request.param))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from components.backbone.model import Backbone
+from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
 from components.lamp.records import Question
 from components.lamp.tasks import TASKS, TaskSpec
@@ -41,6 +42,7 @@ class EmbeddedConfig:
     lm_steps: int = 100
     task_steps: int = 700
     batch_size: int = 16
+    tokens_per_microbatch: int = 4096
     lr: float = 2e-3
     warmup_steps: int = 30
     k_max: int = 8
@@ -48,6 +50,8 @@ class EmbeddedConfig:
     mix_bm25: float = 0.45
     mix_random: float = 0.25           # the rest: every item that fits
     profile_label_loss: bool = True
+    history_examples: bool = True      # also train on profile items turned into questions
+    history_share: float = 0.5
     seed: int = 0
 
 
@@ -81,7 +85,7 @@ def build_model(vocab_size: int, cfg: EmbeddedConfig, tokenizer):
 
 
 def corpus_of(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str]) -> list[str]:
-    texts = [t.input_template for t in TASKS.values()]
+    texts = [t.input_template for t in TASKS.values()] + ["<empty>"]
     texts += ["the tag for the movie: is , and . Following the given patterns are written by a person",
               "is the score for is the title for is a title for the category for the article:"]
     seen: set[str] = set()
@@ -134,6 +138,20 @@ def _batch(examples, pad_id: int):
     return ids, labels, mask
 
 
+def _length_buckets(examples, tokens_per_microbatch: int):
+    """Sort by length and cut into micro-batches of bounded padded size: one long
+    full-context prompt no longer pads fifteen short ones to 512 tokens."""
+    examples = sorted(examples, key=lambda e: len(e[0]))
+    bucket: list = []
+    for ex in examples:
+        if bucket and len(ex[0]) * (len(bucket) + 1) > tokens_per_microbatch:
+            yield bucket
+            bucket = []
+        bucket.append(ex)
+    if bucket:
+        yield bucket
+
+
 def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str],
                             cfg: EmbeddedConfig, progress: bool = True) -> tuple[Backbone, dict]:
     """Build the tokenizer and model from scratch and train them on `questions` (train users)."""
@@ -144,9 +162,10 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
     tokenizer = build_tokenizer(corpus_of(spec, questions, golds), cfg.max_length)
     model = build_model(len(tokenizer), cfg, tokenizer)
     backbone = Backbone(model, tokenizer, name=f"embedded-{spec.name}")
-    train = [q for q in questions if q.id in golds]
+    train = [(q, golds[q.id]) for q in questions if q.id in golds]
     if not train:
         raise ValueError(f"no training questions with gold outputs for {spec.name}")
+    from_history = list(history_examples(spec, questions)) if cfg.history_examples else []
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     total = cfg.lm_steps + cfg.task_steps
 
@@ -157,31 +176,38 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.train()
-    history, tokens_seen, start = [], 0, time.perf_counter()
+    losses, tokens_seen, start = [], 0, time.perf_counter()
     bar = tqdm(range(total), desc=f"backbone {spec.name}", disable=not progress, mininterval=2)
     for step in bar:
         lm = step < cfg.lm_steps
         # curriculum: small k first, the maximum grows to k_max over the task phase
         frac = 0.0 if lm else (step - cfg.lm_steps) / max(1, cfg.task_steps)
         k_max = 2 + int((cfg.k_max - 2) * min(1.0, 2 * frac))
-        batch = [_example(spec, q, golds[q.id], backbone, cfg, rng, k_max, lm)
-                 for q in rng.sample(train, min(cfg.batch_size, len(train)))]
-        ids, labels, mask = _batch(batch, tokenizer.pad_token_id)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        picks = [rng.choice(from_history) if from_history and rng.random() < cfg.history_share else rng.choice(train)
+                 for _ in range(cfg.batch_size)]
+        batch = [_example(spec, q, gold, backbone, cfg, rng, k_max, lm) for q, gold in picks]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_value, n_tokens = 0.0, 0
+        total_labels = sum(sum(1 for x in lab[1:] if x != -100) for _, lab in batch)
+        for micro in _length_buckets(batch, cfg.tokens_per_microbatch):
+            ids, labels, mask = _batch(micro, tokenizer.pad_token_id)
+            n_labels = int((labels[:, 1:] != -100).sum())
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss * (n_labels / total_labels)
+            loss.backward()
+            loss_value += float(loss.detach())
+            n_tokens += int(mask.sum())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        tokens_seen += int(mask.sum())
-        history.append(float(loss))
+        tokens_seen += n_tokens
+        losses.append(loss_value)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{sum(history[-20:]) / len(history[-20:]):.3f}", phase="lm" if lm else "task")
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", phase="lm" if lm else "task")
     model.eval()
     seconds = time.perf_counter() - start
-    stats = {"train_seconds": seconds, "tokens_per_second": tokens_seen / seconds, "steps": total,
-             "final_loss": sum(history[-50:]) / len(history[-50:]), "parameters": sum(p.numel() for p in model.parameters()),
-             "vocab_size": len(tokenizer), "loss_curve": history, "config": asdict(cfg)}
+    stats = {"history_examples": len(from_history), "train_seconds": seconds, "tokens_per_second": tokens_seen / seconds, "steps": total,
+             "final_loss": sum(losses[-50:]) / len(losses[-50:]), "parameters": sum(p.numel() for p in model.parameters()),
+             "vocab_size": len(tokenizer), "loss_curve": losses, "config": asdict(cfg)}
     log.info("trained %s backbone: %d params, %.0f tokens/s, final loss %.3f",
              spec.name, stats["parameters"], stats["tokens_per_second"], stats["final_loss"])
     return backbone, stats

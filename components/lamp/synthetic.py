@@ -53,6 +53,7 @@ class SynthConfig:
     drift_themes: tuple[int, int] = (1, 2)
     label_noise: float = 0.03
     words_per_text: tuple[int, int] = (8, 16)
+    theme_words_per_text: int = 3
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
 
@@ -98,9 +99,10 @@ class _World:
             return ["#" + w for w in self.styles[:30]]
         return self.styles[:30]                       # LaMP-4/5: signature words
 
-    def text(self, theme: int, n_theme_words: int = 3) -> list[str]:
+    def text(self, theme: int) -> list[str]:
         lo, hi = self.cfg.words_per_text
         n = self.rng.randint(lo, hi)
+        n_theme_words = min(self.cfg.theme_words_per_text, n, 6)
         words = self.rng.sample(self.theme_words[theme], n_theme_words)
         words += [self.rng.choice(self.filler) for _ in range(n - n_theme_words)]
         self.rng.shuffle(words)

@@ -1,0 +1,1 @@
+"""MLflow helpers: tracking location, run tags, model logging and the registry."""

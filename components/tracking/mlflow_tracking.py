@@ -1,0 +1,95 @@
+"""Where runs go, what they are tagged with, and how backbones are registered.
+
+Default store: SQLite at `.state/mlflow.db` with artifacts in `.state/mlartifacts`
+(`MLFLOW_TRACKING_URI` overrides both, e.g. a real `mlflow server`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BACKBONE_PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.23,<6", "safetensors", "tokenizers"]
+
+
+def configure(repo: str | Path = ".") -> str:
+    """Point MLflow at the tracking store and return its URI."""
+    import mlflow
+
+    state = Path(repo).resolve() / ".state"
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        state.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{state / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment(task: str, repo: str | Path = ".") -> str:
+    """One experiment per task (`lamp-<task>`); local artifacts under .state/mlartifacts."""
+    import mlflow
+
+    name = f"lamp-{task}"
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = None                      # a tracking server chooses its own artifact store
+        uri = mlflow.get_tracking_uri()
+        if uri.startswith("sqlite:///"):     # a local database keeps its artifacts beside it
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
+        exp_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def git_commit(repo: str | Path = ".") -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def standard_tags(repo: str | Path = ".", **extra: str) -> dict[str, str]:
+    from components.storage.dvc import data_version
+
+    tags = {"git_commit": git_commit(repo), "data_version": data_version(repo)}
+    tags.update({k: str(v) for k, v in extra.items() if v is not None})
+    return tags
+
+
+def register_backbone(model_dir: str | Path, task: str, tags: dict[str, str], metrics: dict[str, float],
+                      params: dict, run_name: str) -> dict:
+    """Log the backbone (pyfunc from code + weights artifact) and register `backbone-<task>`."""
+    import mlflow
+
+    code = Path(__file__).with_name("backbone_model.py")
+    with mlflow.start_run(run_name=run_name, tags={**tags, "kind": "backbone"}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        info = mlflow.pyfunc.log_model(
+            name="backbone", python_model=str(code), artifacts={"backbone": str(model_dir)},
+            code_paths=[str(Path(__file__).resolve().parents[1])],
+            pip_requirements=BACKBONE_PIP_REQUIREMENTS, registered_model_name=f"backbone-{task}")
+    client = mlflow.MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(f"backbone-{task}", version, key, value)
+    return {"name": f"backbone-{task}", "version": version, "run_id": run.info.run_id,
+            "model_uri": f"models:/backbone-{task}/{version}"}
+
+
+def download_backbone(model_uri: str, dest: str | Path) -> Path:
+    """Fetch a registered backbone's weights directory (for loading with load_backbone)."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
+    return local / "artifacts" / "backbone"

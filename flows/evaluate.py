@@ -1,0 +1,43 @@
+"""The `evaluate` flow: every configured method on every task, on the same split.
+
+Fans out over methods x tasks (mapped tasks; `max_workers` bounds how many run at once),
+retries transient failures, and reuses results whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from components.config import load_profile
+from flows.caching import code_version, input_cache_key
+
+
+@task(retries=2, retry_delay_seconds=5, persist_result=True,
+      cache_key_fn=input_cache_key("method", "task_name", "split", "backbone_uri", "data_version",
+                                   "settings_hash", "code"))
+def evaluate_method(method: str, task_name: str, split: str, backbone_uri: str, repo: str,
+                    profile_name: str, data_version: str, settings_hash: str, code: str) -> dict:
+    from components.evaluation.run import EvalRequest, run_evaluation
+
+    profile = load_profile(profile_name, f"{repo}/params.yaml")
+    req = EvalRequest(method=method, task=task_name, split=split, backbone_uri=backbone_uri,
+                      batch_size=profile.evaluation.batch_size, num_beams=profile.evaluation.num_beams)
+    return run_evaluation(req, profile.name, repo, reports=f"{repo}/reports", progress=False)
+
+
+@flow(name="evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def evaluate(backbones: dict, repo: str = ".", profile_name: str | None = None) -> dict:
+    from components.storage.dvc import data_version
+
+    profile = load_profile(profile_name, f"{repo}/params.yaml")
+    code = code_version("components")
+    version = data_version(repo)
+    settings = profile.section_hash("evaluation")
+    jobs = [(m, t) for t in profile.tasks for m in profile.evaluation.methods]
+    futures = evaluate_method.map(
+        [m for m, _ in jobs], [t for _, t in jobs], unmapped(profile.evaluation.split),
+        [backbones[t]["model_uri"] for _, t in jobs], unmapped(repo), unmapped(profile.name),
+        unmapped(version), unmapped(settings), unmapped(code))
+    results = [f.result() for f in futures]
+    return {f"{r['task']}/{r['method']}": r for r in results}
