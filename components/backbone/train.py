@@ -28,6 +28,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
     mlflow_tracking.experiment(spec.name, repo)
     tags = mlflow_tracking.standard_tags(repo, profile=profile.name, source=settings.source,
                                          params_hash=profile.section_hash("backbone"))
+    (Path(repo) / ".state").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"backbone-{spec.name}-", dir=Path(repo) / ".state"))
     try:
         if settings.source == "embedded":
@@ -42,7 +43,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         else:
             backbone = load_backbone(settings.source)
             params, metrics = {"source": settings.source}, {}
-        model_dir = save_backbone(backbone, work / "model")
+        model_dir = save_backbone(backbone, work / "backbone")   # MLflow names the artifact after it
         reg = mlflow_tracking.register_backbone(model_dir, spec.name, tags, metrics, params,
                                                 run_name=f"backbone-{spec.name}")
         cache = Path(repo).resolve() / ".state" / "backbones" / f"backbone-{spec.name}-v{reg['version']}"

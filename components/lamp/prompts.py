@@ -17,6 +17,7 @@ from components.lamp.tasks import TaskSpec
 
 INPUT_SHARE = 0.6          # LaMP: the task input keeps at most 60 % of the prompt budget
 OVERHEAD_PER_ITEM = 8      # template words around an item ("the tag for the movie: ... is ...")
+MIN_ITEM_TOKENS = 4        # an item squeezed below this is dropped rather than kept as a stub
 
 Tokenize = Callable[[str], list[int]]
 Detokenize = Callable[[list[int]], str]
@@ -107,6 +108,11 @@ def _assemble(spec: TaskSpec, task_input: str, items: list[ProfileItem], max_tok
     if input_budget < len(input_ids):
         task_input, _ = _truncate(task_input, input_budget, tokenize, detokenize)
     profile_budget = max_tokens - input_budget - 8
+    # keep only as many items (from the end, next to the input) as get a useful budget each
+    n_fit = min(len(items), max(profile_budget, 0) // (MIN_ITEM_TOKENS + OVERHEAD_PER_ITEM))
+    if n_fit == 0:
+        return Prompt([(task_input, False)], 0)
+    items = items[len(items) - n_fit:]
     per_item = profile_budget // len(items) - OVERHEAD_PER_ITEM
     saved, parts = 0, []
     for item in items:
