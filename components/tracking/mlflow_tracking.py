@@ -30,7 +30,8 @@ def configure(repo: str | Path = ".") -> str:
 
 
 def experiment(task: str, repo: str | Path = ".") -> str:
-    """One experiment per task (`lamp-<task>`); local artifacts under .state/mlartifacts."""
+    """One experiment per task (`lamp-<task>`, and `lamp-data` for validation); a local
+    SQLite store keeps artifacts in `mlartifacts/` beside the database."""
     import mlflow
 
     name = f"lamp-{task}"
