@@ -124,10 +124,29 @@ class Backbone:
 
     # --- generation -------------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, num_beams: int = 1,
-                 prefix: torch.Tensor | None = None) -> list[str]:
-        """Greedy (or beam) generation for one batch of prompts; returns the new text only."""
+                 prefix: torch.Tensor | None = None, batch_size: int | None = None) -> list[str]:
+        """Greedy (or beam) generation; returns the new text only, in the order given.
+
+        With `batch_size`, prompts are sorted by length and generated in batches of similar
+        length (little padding), then put back in order.
+        """
+        if batch_size is None or len(prompts) <= batch_size:
+            return self._generate_batch(prompts, max_new_tokens, num_beams, prefix)
+        lengths = [len(self.tokenize(p)) for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        out: list[str] = [""] * len(prompts)
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            sub_prefix = prefix[idx] if prefix is not None else None
+            for i, text in zip(idx, self._generate_batch([prompts[i] for i in idx], max_new_tokens,
+                                                         num_beams, sub_prefix)):
+                out[i] = text
+        return out
+
+    @torch.no_grad()
+    def _generate_batch(self, prompts: Sequence[str], max_new_tokens: int, num_beams: int = 1,
+                        prefix: torch.Tensor | None = None) -> list[str]:
         self.model.eval()
         enc = self.encode_batch(prompts)
         kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,

@@ -26,6 +26,8 @@ class PromptMethod(Method):
 
     def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
         limit = backbone.max_length - spec.max_new_tokens - 2
+        if self.k != 0 and hasattr(self.ranker, "prefetch"):
+            self.ranker.prefetch(spec, questions)
         prompts = [build_prompt(spec, q.input, self.items_for(spec, q), limit,
                                 backbone.tokenize, backbone.detokenize) for q in questions]
         texts = [p.text for p in prompts]

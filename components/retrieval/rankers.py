@@ -57,11 +57,18 @@ class DenseRanker:
         import torch
 
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
-        missing = [t for t, k in zip(texts, keys) if k not in self.cache]
+        missing = {k: t for t, k in zip(texts, keys) if k not in self.cache}
         if missing:
-            for k, v in zip([k for k in keys if k not in self.cache], self.encoder.encode(missing)):
+            for k, v in zip(missing, self.encoder.encode(list(missing.values()))):
                 self.cache[k] = v
         return torch.stack([self.cache[k] for k in keys])
+
+    def prefetch(self, spec: TaskSpec, questions: Sequence[Question]) -> None:
+        """Encode every item and query of a batch of questions in one go (large batches)."""
+        texts = [spec.item_text(p.fields) for q in questions for p in q.profile]
+        texts += [spec.query_text(q.input) for q in questions]
+        if texts:
+            self._vectors(texts)
 
     def __call__(self, spec: TaskSpec, q: Question, seed: int = 0) -> list[int]:
         if not q.profile:
