@@ -32,7 +32,7 @@ SPLITS = ("train", "dev", "test")
 class PopulationConfig:
     """How users are grouped into populations (each later gets its own TAP-PER/PPlug model).
 
-    rule: "kmeans" clusters users by a hashed bag of words of their profile text;
+    rule: "kmeans" clusters users by a hashed, tf-idf weighted bag of words of their profile text;
           "field:<name>" uses a question field (e.g. "field:segment");
           "single" puts everyone in one population.
     """
@@ -110,6 +110,9 @@ def assign_populations(user_text: dict[str, str], user_field: dict[str, str],
     feats = np.zeros((len(users), cfg.dim))
     for i, u in enumerate(users):
         _hash_vector(user_text[u], cfg.dim, feats[i])
+    # tf-idf: words every user writes (filler, templates) say nothing about the cohort
+    df = (feats > 0).sum(0)
+    feats = np.log1p(feats) * np.log((1 + len(users)) / (1 + df))
     labels = kmeans(feats, cfg.k, cfg.iterations, cfg.seed)
     return {u: f"p{int(c)}" for u, c in zip(users, labels)}
 

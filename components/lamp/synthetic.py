@@ -7,7 +7,9 @@ One generative story serves every task (see docs/synthetic-data.md):
 * Users belong to one of `n_segments` segments; a segment prefers a pool of themes
   (this is the structure that population clustering can recover).
 * Each user follows 3-8 themes and has a private **habit** per theme: a movie tag
-  (LaMP-2), a rating level (LaMP-3), a signature word (LaMP-4/5), a hashtag (LaMP-7).
+  (LaMP-2), a rating level (LaMP-3), a signature word (LaMP-4/5), a hashtag (LaMP-7),
+  drawn from the user's personal vocabulary (3-5 tags or words; for ratings the user's
+  base level +-1), so any of the user's items says something, same-theme items say most.
   LaMP-1 uses the themes themselves: the related reference is on a theme the user
   currently writes about.
 * **Drift**: after a per-user change date, 1-2 of the user's themes switch habit; items
@@ -99,6 +101,16 @@ class _World:
             return ["#" + w for w in self.styles[:30]]
         return self.styles[:30]                       # LaMP-4/5: signature words
 
+    def personal_values(self, rng: random.Random) -> list:
+        """The values one user draws all their habits from (a personal tag vocabulary, a
+        rating level +-1, a few signature words): what any of their items reveals."""
+        if len(self.values) == 1:
+            return list(self.values)
+        if self.spec.name == "LaMP-3":
+            base = rng.randint(1, 5)
+            return [v for v in (base, base, base - 1, base + 1) if 1 <= v <= 5]
+        return rng.sample(self.values, rng.randint(3, 5))
+
     def text(self, theme: int) -> list[str]:
         lo, hi = self.cfg.words_per_text
         n = self.rng.randint(lo, hi)
@@ -179,11 +191,13 @@ def _make_users(world: _World, cfg: SynthConfig, rng: random.Random) -> list[_Us
         pool = [t for t in range(cfg.n_themes) if t % cfg.n_segments == segment]
         k = rng.randint(*cfg.themes_per_user)
         themes = rng.sample(pool, min(k, len(pool)))
-        habit = {t: rng.choice(world.values) for t in themes}
+        personal = world.personal_values(rng)
+        habit = {t: rng.choice(personal) for t in themes}
         new_habit = dict(habit)
         n_drift = rng.randint(*cfg.drift_themes) if len(world.values) > 1 else 0
         for t in rng.sample(themes, min(len(themes), n_drift)):
-            new_habit[t] = rng.choice([v for v in world.values if v != habit[t]])
+            others = [v for v in personal if v != habit[t]] or [v for v in world.values if v != habit[t]]
+            new_habit[t] = rng.choice(others)
         start = date(2015, 1, 1) + timedelta(days=rng.randint(0, 4 * 365))
         n_items = rng.randint(cfg.profile_min, cfg.profile_max) + cfg.queries_per_user
         span = n_items * rng.randint(5, 20)
