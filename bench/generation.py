@@ -23,7 +23,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=128, help="number of prompts")
     ap.add_argument("--batch-size", type=int, default=32, help="batch size of the batched run")
-    ap.add_argument("--new-tokens", type=int, default=8, help="max new tokens per prompt")
+    ap.add_argument("--new-tokens", type=int, nargs="+", default=[8, 32],
+                    help="max new tokens per prompt; each value is measured (8: LaMP-1/2/3 answers, "
+                         "32: LaMP-4/5/7 generations)")
     args = ap.parse_args()
 
     import tempfile
@@ -48,25 +50,24 @@ def main() -> None:
     tok = build_tokenizer(corpus_of(spec, qs, golds), cfg.max_length)
     backbone = Backbone(build_model(len(tok), cfg, tok).eval(), tok)
     prompts = [build_prompt(spec, q.input, select_items(q.profile, rank_bm25(spec, q), 4),
-                            cfg.max_length - args.new_tokens, backbone.tokenize, backbone.detokenize).text
+                            cfg.max_length - max(args.new_tokens), backbone.tokenize, backbone.detokenize).text
                for q in qs]
     mean_tokens = sum(backbone.count_tokens(p) for p in prompts) / len(prompts)
-    torch.manual_seed(0)
-    backbone.generate(prompts[:2], args.new_tokens)                    # warm-up
-
-    start = time.perf_counter()
-    single = [backbone.generate([p], args.new_tokens)[0] for p in prompts]
-    t_single = time.perf_counter() - start
-    start = time.perf_counter()
-    batched = backbone.generate(prompts, args.new_tokens, batch_size=args.batch_size)
-    t_batched = time.perf_counter() - start
-
-    same = sum(a == b for a, b in zip(single, batched))
-    print(f"{len(prompts)} prompts, mean {mean_tokens:.0f} prompt tokens, {args.new_tokens} new tokens, "
-          f"model {sum(p.numel() for p in backbone.model.parameters()):,} params, threads {torch.get_num_threads()}")
-    print(f"one at a time : {t_single:7.2f} s  {len(prompts) / t_single:7.1f} prompts/s")
-    print(f"batched ({args.batch_size:>3}) : {t_batched:7.2f} s  {len(prompts) / t_batched:7.1f} prompts/s")
-    print(f"speed-up      : {t_single / t_batched:7.2f}x (goal >= 4x); identical outputs: {same}/{len(prompts)}")
+    print(f"{len(prompts)} prompts, mean {mean_tokens:.0f} prompt tokens, model "
+          f"{sum(p.numel() for p in backbone.model.parameters()):,} params, threads {torch.get_num_threads()}")
+    backbone.generate(prompts[:2], 4)                                  # warm-up
+    for new_tokens in args.new_tokens:
+        start = time.perf_counter()
+        single = [backbone.generate([p], new_tokens)[0] for p in prompts]
+        t_single = time.perf_counter() - start
+        start = time.perf_counter()
+        batched = backbone.generate(prompts, new_tokens, batch_size=args.batch_size)
+        t_batched = time.perf_counter() - start
+        same = sum(a == b for a, b in zip(single, batched))
+        print(f"\n{new_tokens} new tokens")
+        print(f"  one at a time : {t_single:7.2f} s  {len(prompts) / t_single:7.1f} prompts/s")
+        print(f"  batched ({args.batch_size:>3}) : {t_batched:7.2f} s  {len(prompts) / t_batched:7.1f} prompts/s")
+        print(f"  speed-up      : {t_single / t_batched:7.2f}x (goal >= 4x); identical outputs: {same}/{len(prompts)}")
 
 
 if __name__ == "__main__":
