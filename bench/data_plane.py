@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -36,24 +35,18 @@ STEPS = {
 }
 
 
-def _peak_rss_mb() -> float:
-    """VmHWM: this process's peak resident set (reset by exec, unlike ru_maxrss)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(step: str, path: str) -> None:
+    from components.evaluation.memory import peak_rss_mb
+
     if step == "validate":                      # import cost is not load cost
         import great_expectations  # noqa: F401
         import pandas  # noqa: F401
-    base = _peak_rss_mb()
+    base = peak_rss_mb()
     start = time.perf_counter()
     scope = {"PATH": path}
     exec(STEPS[step], scope)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base,
                       "questions": scope["n"]}))
 
 

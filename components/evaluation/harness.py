@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from collections.abc import Sequence
@@ -10,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.backbone.model import Backbone
+from components.evaluation.memory import peak_rss_mb
 from components.lamp.io import write_outputs
 from components.lamp.metrics import score_outputs
 from components.lamp.records import Output, Question
@@ -49,16 +49,6 @@ def _p95(values: list[int]) -> float:
         return 0.0
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))])
-
-
-def peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def evaluate(method: Method, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question],
