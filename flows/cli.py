@@ -236,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from components.storage.dvc import DvcError
+    from components.validation.runner import ValidationFailed
+
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (ValidationFailed, DvcError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,10 +9,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from components.storage.dvc import DvcError, data_version, run_dvc
-
-
-class ValidationFailed(RuntimeError):
-    pass
+from components.validation.runner import ValidationFailed
 
 
 @task(retries=1, retry_delay_seconds=5)

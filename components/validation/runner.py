@@ -17,6 +17,10 @@ from components.lamp.tasks import TaskSpec, get_task
 from components.validation import suites
 
 PROFILE_CHUNK_ROWS = 200_000
+
+
+class ValidationFailed(RuntimeError):
+    """Data failed its suite; nothing downstream may run."""
 _MAX_EXAMPLES = 5
 
 
