@@ -87,10 +87,12 @@ def run_evaluation(req: EvalRequest, profile: str, repo: str | Path = ".", repor
     tags = mlflow_tracking.standard_tags(repo, backbone=uri, method=req.method, split=req.split, kind="evaluation")
     with mlflow.start_run(run_name=f"eval-{req.method}-{req.split.replace('/', '-')}", tags=tags) as run:
         mlflow.log_params({"method": req.method, "task": spec.name, "split": req.split, "n": result.n,
+                           "limit": req.limit,
                            "batch_size": req.batch_size, "num_beams": req.num_beams, "backbone": uri})
         mlflow.log_metrics({**result.metrics, **result.costs, "per_user_params": result.per_user_params})
         mlflow.log_artifact(str(out_file), artifact_path="predictions")
     entry = {**result.summary_entry(), "mlflow_run_id": run.info.run_id, "split": req.split}
-    update_summary(Path(reports) / "summary.json", profile, spec.name, req.method, entry)
+    if req.limit is None:            # a smoke run on part of a split is not a standing
+        update_summary(Path(reports) / "summary.json", profile, spec.name, req.method, entry)
     log.info("%s on %s/%s: %s -> %s", req.method, spec.name, req.split, result.metrics, out_file)
     return {**result.to_dict(), "mlflow_run_id": run.info.run_id, "backbone": uri}

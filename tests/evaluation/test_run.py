@@ -53,7 +53,10 @@ def test_register_backbone_then_tracked_evaluation(tmp_path, synth_root, mlflow_
     assert version.tags["data_version"] and version.tags["git_commit"]
 
     shutil.rmtree(repo / ".state" / "backbones")             # force the registry download path
-    req = EvalRequest(method="bm25-2", task="LaMP-2", split="time/test", limit=8, batch_size=4)
+    smoke = EvalRequest(method="bm25-2", task="LaMP-2", split="time/test", limit=8, batch_size=4)
+    run_evaluation(smoke, "demo", repo, reports=repo / "reports", progress=False)
+    assert not (repo / "reports" / "summary.json").exists()   # part of a split is not a standing
+    req = EvalRequest(method="bm25-2", task="LaMP-2", split="time/test", batch_size=16)
     out = run_evaluation(req, "demo", repo, reports=repo / "reports", progress=False)
     run = mlflow.get_run(out["mlflow_run_id"])
     for tag in ("git_commit", "data_version", "backbone", "method", "split"):
