@@ -134,6 +134,26 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- persona params -------------------------------------------------------------------
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.methods.accounting import account, accounting_table, meta_llama
+
+    rows = []
+    for name in args.backbones:
+        if name == "demo":
+            e = load_profile(args.profile).backbone.embedded
+            model = meta_llama("demo", hidden_size=e.hidden_size, num_hidden_layers=e.layers,
+                               num_attention_heads=e.heads, num_key_value_heads=e.heads,
+                               intermediate_size=e.intermediate_size, vocab_size=512)
+        else:
+            model = meta_llama(name)
+        rows += account(model, name)
+    print(accounting_table(rows, args.users))
+    return 0
+
+
 # --- persona pipeline -----------------------------------------------------------------
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -223,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", nargs="*", help="tasks (default: the profile's tasks)")
     p.add_argument("--profile", help="params.yaml profile")
     p.set_defaults(func=cmd_train_backbone)
+
+    p = sub.add_parser("params", help="per-user and total trainable parameters of every method at N users")
+    p.add_argument("--users", type=int, nargs="+", default=[1, 100, 1000, 1_000_000],
+                   help="user counts for the total columns")
+    p.add_argument("--backbones", nargs="+", default=["demo", "llama-2-7b", "llama-3.1-8b"],
+                   help="demo (the embedded backbone of params.yaml) and/or llama-2-7b, llama-3.1-8b "
+                        "(architectures built on the meta device: no weights needed)")
+    p.add_argument("--profile", help="params.yaml profile (for the demo backbone's size)")
+    p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("pipeline", help="run the main job (the Prefect pipeline) on the active profile")
     p.add_argument("--no-push", action="store_true", help="do not push data to the DVC remote")

@@ -1,0 +1,74 @@
+"""TAP-PER's prefix modules (`shared/reference/methods-and-lamp.md` §A2).
+
+P = P_u + P_q, prepended as L soft tokens:
+
+* P_u: a per-user embedding table, L x d scalars per user (`user_prefix`);
+* P_q: s_j = MLP([z_q, z_h, z_q - z_h, z_q * z_h]) - lambda_t log(1 + dt_j) - lambda_o log(1 + do_j),
+  alpha = softmax_j(s), P_q = Proj(sum_j alpha_j z_h_j), reshaped to L x d;
+  z are mean-pooled *input* embeddings of the frozen backbone.
+
+Only the module definitions live here so far (used by the parameter accounting); the
+training loop, the bridge LoRA wiring and per-population training are issue 5's remaining work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TapPerConfig:
+    prefix_length: int = 8          # L
+    temporal: bool = True           # lambda_t penalty on days between record and query
+    order: bool = True              # lambda_o penalty on the order gap
+    use_user_prefix: bool = True    # ablation "P_q only" turns this off
+    use_record_prefix: bool = True  # ablation "P_u only" turns this off
+    bridge_rank: int = 4
+    bridge_roles: str = "qkv"       # the projections the published 2.36 M bridge covers
+
+
+class TapPerPrefix(nn.Module):
+    def __init__(self, hidden_size: int, num_users: int, cfg: TapPerConfig = TapPerConfig()):
+        super().__init__()
+        d, L = hidden_size, cfg.prefix_length
+        self.cfg, self.hidden_size = cfg, hidden_size
+        self.user_prefix = nn.Embedding(num_users, d * L)
+        nn.init.normal_(self.user_prefix.weight, std=0.02)
+        self.relevance = nn.Sequential(nn.Linear(4 * d, d), nn.GELU(), nn.Linear(d, 1))
+        self.lambda_t = nn.Parameter(torch.randn(()) * 0.02)
+        self.lambda_o = nn.Parameter(torch.randn(()) * 0.02)
+        self.project = nn.Linear(d, d * L)
+
+    def per_user_parameters(self) -> int:
+        return self.user_prefix.embedding_dim
+
+    def shared_parameters(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("user_prefix"))
+
+    def record_prefix(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """z_q [B,d], z_h [B,K,d], days/order [B,K] (>= 0), mask [B,K] -> P_q [B,L,d].
+
+        A user with no valid record gets a zero P_q (the softmax has nothing to weigh)."""
+        q = z_q.unsqueeze(1).expand_as(z_h)
+        s = self.relevance(torch.cat([q, z_h, q - z_h, q * z_h], -1)).squeeze(-1)
+        if self.cfg.temporal:
+            s = s - self.lambda_t * torch.log1p(days.clamp(min=0))
+        if self.cfg.order:
+            s = s - self.lambda_o * torch.log1p(order.clamp(min=0))
+        s = s.masked_fill(~mask, float("-inf"))
+        alpha = torch.softmax(s, -1).nan_to_num(0.0) * mask
+        pooled = (alpha.unsqueeze(-1) * z_h).sum(1)
+        return self.project(pooled).view(-1, self.cfg.prefix_length, self.hidden_size)
+
+    def forward(self, user_rows: torch.Tensor, z_q, z_h, days, order, mask) -> torch.Tensor:
+        b = user_rows.shape[0]
+        prefix = torch.zeros(b, self.cfg.prefix_length, self.hidden_size, device=z_q.device, dtype=z_q.dtype)
+        if self.cfg.use_user_prefix:
+            prefix = prefix + self.user_prefix(user_rows).view(b, self.cfg.prefix_length, self.hidden_size)
+        if self.cfg.use_record_prefix:
+            prefix = prefix + self.record_prefix(z_q, z_h, days, order, mask)
+        return prefix
