@@ -1,0 +1,149 @@
+"""TAP-PER over a frozen backbone: record features, the loss with a masked prefix, training.
+
+Work in progress for issue 5: one population's model trains and answers here; the
+Prefect fan-out per population, registry, online update, OPPU and the benchmark are not
+written yet.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from components.backbone.model import Backbone
+from components.lamp.records import ProfileItem, Question, parse_date
+from components.lamp.tasks import TaskSpec
+from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
+
+MAX_TEXT_TOKENS = 128          # queries and records are truncated to 128 tokens (reference code)
+
+
+@dataclass(frozen=True)
+class TapPerTrainConfig:
+    max_records: int = 16
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 16
+    seed: int = 0
+
+
+def record_text(item: ProfileItem) -> str:
+    """A history record as the record prefix sees it: all its fields, past output included."""
+    return " ".join(v for k, v in sorted(item.fields.items()))
+
+
+@torch.no_grad()
+def mean_input_embedding(backbone: Backbone, texts: Sequence[str]) -> torch.Tensor:
+    """[N, d] mean of the frozen backbone's *input* token embeddings (not contextual)."""
+    emb = backbone.model.get_input_embeddings()
+    out = torch.zeros(len(texts), emb.weight.shape[1])
+    for i, text in enumerate(texts):
+        ids = backbone.tokenize(text)[:MAX_TEXT_TOKENS] or [backbone.tokenizer.pad_token_id]
+        out[i] = emb(torch.tensor(ids, device=emb.weight.device)).mean(0).float().cpu()
+    return out
+
+
+def record_features(backbone: Backbone, questions: Sequence[Question], max_records: int):
+    """z_q [B,d], z_h [B,K,d], days [B,K], order [B,K], mask [B,K] for a batch of questions.
+
+    The K most recent records are kept; records or queries without dates get days = 0
+    (the order penalty still applies)."""
+    b, d = len(questions), backbone.hidden_size
+    z_q = mean_input_embedding(backbone, [q.input for q in questions])
+    z_h = torch.zeros(b, max_records, d)
+    days = torch.zeros(b, max_records)
+    order = torch.zeros(b, max_records)
+    mask = torch.zeros(b, max_records, dtype=torch.bool)
+    for i, q in enumerate(questions):
+        recent = q.profile[-max_records:]
+        if not recent:
+            continue
+        z_h[i, : len(recent)] = mean_input_embedding(backbone, [record_text(p) for p in recent])
+        qdate = parse_date(q.date) if q.date else None
+        for j, item in enumerate(recent):
+            if qdate is not None and item.date:
+                days[i, j] = max((qdate - parse_date(item.date)).days, 0)
+            order[i, j] = len(recent) - j
+        mask[i, : len(recent)] = True
+    return z_q, z_h, days, order, mask
+
+
+def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str], answers: Sequence[str]):
+    """Next-token loss on the answers only; the prefix and the prompt are masked (-100)."""
+    tok, model = backbone.tokenizer, backbone.model
+    b, L = prefix.shape[:2]
+    if backbone.is_encoder_decoder:
+        enc = tok(list(prompts), padding=True, return_tensors="pt")
+        embeds = model.get_input_embeddings()(enc["input_ids"])
+        mask = torch.cat([torch.ones(b, L, dtype=torch.long), enc["attention_mask"]], 1)
+        labels = tok(list(answers), padding=True, return_tensors="pt")["input_ids"]
+        labels[labels == tok.pad_token_id] = -100
+        return model(inputs_embeds=torch.cat([prefix, embeds], 1), attention_mask=mask, labels=labels).loss
+    seqs, labs = [], []
+    for p, a in zip(prompts, answers):
+        p_ids = backbone.tokenize(p)
+        a_ids = backbone.tokenize(a) + [tok.eos_token_id]
+        seqs.append(p_ids + a_ids)
+        labs.append([-100] * len(p_ids) + a_ids)
+    width = max(len(s) for s in seqs)
+    ids = torch.full((b, width), tok.pad_token_id)
+    labels = torch.full((b, L + width), -100)
+    attn = torch.zeros(b, L + width, dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labs)):       # right padding while training
+        ids[i, : len(s)] = torch.tensor(s)
+        labels[i, L: L + len(lab)] = torch.tensor(lab)
+        attn[i, : L + len(s)] = 1
+    embeds = torch.cat([prefix, model.get_input_embeddings()(ids)], 1)
+    return model(inputs_embeds=embeds, attention_mask=attn, labels=labels).loss
+
+
+def attach_bridge(backbone: Backbone, cfg: TapPerConfig) -> Backbone:
+    """Freeze the backbone and add the shared bridge LoRA on its real attention projections."""
+    from components.backbone.lora import add_lora
+
+    for p in backbone.model.parameters():
+        p.requires_grad_(False)
+    peft_model = add_lora(backbone.model, r=cfg.bridge_rank, alpha=2 * cfg.bridge_rank, roles=cfg.bridge_roles)
+    return Backbone(peft_model, backbone.tokenizer, name=backbone.name)
+
+
+def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Question, str]],
+                     users: Sequence[str], cfg: TapPerConfig = TapPerConfig(),
+                     tcfg: TapPerTrainConfig = TapPerTrainConfig(), progress: bool = False,
+                     prefix: TapPerPrefix | None = None):
+    """Train P_u, the record prefix, the penalties and the bridge jointly on `examples`
+    (question with its visible history, gold). `backbone` is taken over (the bridge LoRA is
+    injected into it). Returns (bridged backbone, prefix module, user index, losses)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(tcfg.seed)
+    index = {u: i for i, u in enumerate(users)}
+    bridged = attach_bridge(backbone, cfg)
+    prefix = prefix if prefix is not None else TapPerPrefix(backbone.hidden_size, len(users), cfg)
+    shared = [p for p in bridged.model.parameters() if p.requires_grad]
+    shared += [p for n, p in prefix.named_parameters() if not n.startswith("user_prefix")]
+    # no weight decay on P_u: decoupled decay would shrink the rows of users absent from a batch
+    opt = torch.optim.AdamW([{"params": shared, "weight_decay": 0.01},
+                             {"params": [prefix.user_prefix.weight], "weight_decay": 0.0}], lr=tcfg.lr)
+    rng = random.Random(tcfg.seed)
+    order = list(examples)
+    bridged.model.train()
+    losses = []
+    for _ in range(tcfg.epochs):
+        rng.shuffle(order)
+        for start in tqdm(range(0, len(order), tcfg.batch_size), disable=not progress, desc="tap-per"):
+            batch = order[start:start + tcfg.batch_size]
+            qs = [q for q, _ in batch]
+            feats = record_features(backbone, qs, tcfg.max_records)
+            rows = torch.tensor([index[q.user_key] for q in qs])
+            p = prefix(rows, *feats)
+            loss = prefix_loss(bridged, p, [q.input for q in qs], [g for _, g in batch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    bridged.model.eval()
+    return bridged, prefix, index, losses

@@ -1,0 +1,69 @@
+"""TAP-PER on tiny decoder-only and encoder-decoder backbones (issue 5, in progress)."""
+
+import copy
+
+import torch
+
+from components.lamp.history import history_examples
+from components.lamp.io import read_questions
+from components.lamp.tasks import get_task
+from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
+from components.methods.tap_per.train import (TapPerTrainConfig, prefix_loss, record_features,
+                                              train_population)
+
+
+def _examples(synth_root, n=12):
+    spec = get_task("LaMP-2")
+    qs = read_questions(synth_root / "LaMP-2" / "train_questions.json", spec)[:6]
+    return spec, list(history_examples(spec, qs))[:n]
+
+
+def test_record_features_shapes_and_dates(tiny, synth_root):
+    spec, ex = _examples(synth_root)
+    z_q, z_h, days, order, mask = record_features(tiny, [q for q, _ in ex[:3]], max_records=4)
+    assert z_q.shape == (3, tiny.hidden_size) and z_h.shape == (3, 4, tiny.hidden_size)
+    assert mask.any(1).all() and (days >= 0).all()
+    valid = order[mask]
+    assert valid.min() == 1                                   # the newest record has order gap 1
+
+
+def test_prefix_is_masked_in_the_loss(tiny):
+    if tiny.is_encoder_decoder:
+        return  # the encoder input carries no labels at all
+    torch.manual_seed(0)
+    prefix = torch.randn(1, 3, tiny.hidden_size, requires_grad=True)
+    loss = prefix_loss(tiny, prefix, ["description: guku"], ["comedy"])
+    ids = tiny.tokenize("description: guku") + tiny.tokenize("comedy") + [tiny.tokenizer.eos_token_id]
+    embeds = torch.cat([prefix, tiny.model.get_input_embeddings()(torch.tensor([ids]))], 1)
+    logits = tiny.model(inputs_embeds=embeds).logits[0]
+    n_prompt = len(tiny.tokenize("description: guku"))
+    answer = torch.tensor(ids[n_prompt:])
+    start = 3 + n_prompt                                     # first answer position after the prefix
+    manual = torch.nn.functional.cross_entropy(logits[start - 1: start - 1 + len(answer)], answer)
+    assert torch.allclose(loss, manual, atol=1e-5)
+    loss.backward()
+    assert prefix.grad.abs().sum() > 0
+
+
+def test_gradients_reach_exactly_the_trainable_parts(tiny, synth_root):
+    spec, ex = _examples(synth_root, n=4)
+    backbone = copy.deepcopy(tiny)
+    frozen = {n: p.detach().clone() for n, p in backbone.model.named_parameters()}
+    users = sorted({q.user_key for q, _ in ex} | {"nobody"})
+    cfg = TapPerConfig(prefix_length=2)
+    prefix = TapPerPrefix(backbone.hidden_size, len(users), cfg)
+    before = {n: p.detach().clone() for n, p in prefix.named_parameters()}
+    bridged, prefix, index, losses = train_population(
+        backbone, spec, ex, users, cfg, TapPerTrainConfig(batch_size=4, lr=1e-2), prefix=prefix)
+    assert len(losses) == 1 and losses[0] > 0
+    base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
+            for n, p in bridged.model.named_parameters() if "lora_" not in n}
+    assert all(torch.equal(base[n], frozen[n]) for n in frozen)          # backbone untouched
+    lora = [p for n, p in bridged.model.named_parameters() if "lora_B" in n]
+    assert lora and any(p.abs().sum() > 0 for p in lora)                  # bridge trained
+    table = prefix.user_prefix.weight.detach()
+    assert torch.equal(table[index["nobody"]], before["user_prefix.weight"][index["nobody"]])
+    for row in {index[q.user_key] for q, _ in ex}:                        # P_u of trained users moved
+        assert not torch.equal(table[row], before["user_prefix.weight"][row])
+    for name in ("relevance.0.weight", "project.weight", "lambda_t", "lambda_o"):
+        assert not torch.equal(dict(prefix.named_parameters())[name].detach(), before[name]), name
