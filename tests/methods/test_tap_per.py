@@ -2,6 +2,8 @@
 
 import copy
 
+import pytest
+
 import torch
 
 from components.lamp.history import history_examples
@@ -67,3 +69,26 @@ def test_gradients_reach_exactly_the_trainable_parts(tiny, synth_root):
         assert not torch.equal(table[row], before["user_prefix.weight"][row])
     for name in ("relevance.0.weight", "project.weight", "lambda_t", "lambda_o"):
         assert not torch.equal(dict(prefix.named_parameters())[name].detach(), before[name]), name
+
+
+def test_save_reload_gives_identical_outputs(tiny, synth_root, tmp_path):
+    from components.backbone.model import load_backbone, save_backbone
+    from components.methods.tap_per.method import TapPerMethod, UnknownUserError
+
+    spec, ex = _examples(synth_root, n=8)
+    save_backbone(tiny, tmp_path / "base")
+    users = sorted({q.user_key for q, _ in ex})
+    bridged, prefix, index, _ = train_population(
+        load_backbone(tmp_path / "base"), spec, ex, users, TapPerConfig(prefix_length=2),
+        TapPerTrainConfig(batch_size=4, lr=1e-2))
+    method = TapPerMethod(bridged, prefix, index)
+    qs = [q for q, _ in ex[:4]]
+    before = method.predict(None, spec, qs)
+    method.save(tmp_path / "pop")
+    assert sorted(p.name for p in (tmp_path / "pop").iterdir()) == ["bridge", "prefix.safetensors", "users.json"]
+    again = TapPerMethod.load(tmp_path / "pop", load_backbone(tmp_path / "base"))
+    assert [p.output for p in again.predict(None, spec, qs)] == [p.output for p in before]
+    assert all(p.context_tokens == 2 for p in before)
+    stranger = qs[0].__class__(id="x", input=qs[0].input, profile=[], user_id="u999999")
+    with pytest.raises(UnknownUserError, match="not in this population"):
+        again.predict(None, spec, [stranger])

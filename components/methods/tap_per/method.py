@@ -1,0 +1,81 @@
+"""TAP-PER behind the common `Method` interface, and its on-disk form.
+
+A population model is a directory:
+    prefix.safetensors   the shared prefix modules AND the P_u table (one file, not a file per user)
+    users.json           user id -> row of P_u, plus the TAP-PER config
+    bridge/              the bridge LoRA adapter (peft `save_pretrained`, safetensors)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from components.backbone.model import Backbone
+from components.lamp.records import Question
+from components.lamp.tasks import TaskSpec
+from components.methods.base import Method, Prediction
+from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
+from components.methods.tap_per.train import record_features
+from components.storage.files import write_json_atomic
+
+
+class UnknownUserError(KeyError):
+    pass
+
+
+class TapPerMethod(Method):
+    name = "tap-per"
+
+    def __init__(self, bridged: Backbone, prefix: TapPerPrefix, index: dict[str, int], max_records: int = 16):
+        self.bridged, self.prefix, self.index, self.max_records = bridged, prefix, index, max_records
+        self.per_user_params = prefix.per_user_parameters()
+
+    def rows_for(self, questions: Sequence[Question]) -> torch.Tensor:
+        missing = [q.user_key for q in questions if q.user_key not in self.index]
+        if missing:
+            raise UnknownUserError(f"user {missing[0]!r} is not in this population's index "
+                                   f"({len(self.index)} users); onboard it first")
+        return torch.tensor([self.index[q.user_key] for q in questions])
+
+    @torch.no_grad()
+    def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
+        self.prefix.eval()
+        feats = record_features(self.bridged, questions, self.max_records)
+        prefix = self.prefix(self.rows_for(questions), *feats)
+        prompts = [q.input for q in questions]
+        outputs = self.bridged.generate(prompts, spec.max_new_tokens, prefix=prefix)
+        L = self.prefix.cfg.prefix_length
+        return [Prediction(q.id, out, L, L + self.bridged.count_tokens(p))
+                for q, p, out in zip(questions, prompts, outputs)]
+
+    def save(self, out_dir: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.prefix.state_dict().items()}
+        save_file(state, str(out / "prefix.safetensors"))
+        self.bridged.model.save_pretrained(out / "bridge")
+        write_json_atomic(out / "users.json", {"config": asdict(self.prefix.cfg), "hidden_size": self.prefix.hidden_size,
+                                               "max_records": self.max_records, "users": self.index})
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path, backbone: Backbone) -> "TapPerMethod":
+        """Rebuild on a *fresh* frozen backbone (the bridge adapter is attached to it)."""
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        meta = json.loads((d / "users.json").read_text())
+        cfg = TapPerConfig(**meta["config"])
+        prefix = TapPerPrefix(meta["hidden_size"], len(meta["users"]), cfg)
+        prefix.load_state_dict(load_file(str(d / "prefix.safetensors")))
+        model = PeftModel.from_pretrained(backbone.model, d / "bridge")
+        bridged = Backbone(model.eval(), backbone.tokenizer, name=backbone.name)
+        return cls(bridged, prefix.eval(), meta["users"], meta["max_records"])
