@@ -1,0 +1,81 @@
+"""Benchmark (issue 5, in progress): TAP-PER per population against the baselines, same split.
+
+Trains one TAP-PER model per population of the demo data (P_u, record prefix, penalties and
+bridge LoRA, on the population's users' history items), then evaluates every population's
+model on its users' time-based test questions, next to non-personalized and BM25-4 on the
+same questions. Needs `persona pipeline` (or `persona train backbone`) to have run.
+
+    python bench/tap_per.py [--task LaMP-2] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
+    ap.add_argument("--epochs", type=int, default=2, help="passes over the population's history items")
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    args = ap.parse_args()
+
+    from components.evaluation.harness import evaluate
+    from components.evaluation.run import resolve_backbone, split_files
+    from components.lamp.history import history_examples
+    from components.lamp.io import read_outputs, read_questions
+    from components.lamp.tasks import get_task
+    from components.methods import build_method
+    from components.methods.tap_per.method import TapPerMethod
+    from components.methods.tap_per.model import TapPerConfig
+    from components.methods.tap_per.train import TapPerTrainConfig, train_population
+    from components.tracking import mlflow_tracking
+
+    spec = get_task(args.task)
+    mlflow_tracking.configure(ROOT)
+    base, uri = resolve_backbone(spec.name, None, ROOT)
+    data = ROOT / "data" / "prepared" / spec.name
+    pops = json.loads((data / "populations.json").read_text())["populations"]
+    train_q = read_questions(split_files(spec.name, "time/train", ROOT / "data")[0], spec)
+    dev_q = read_questions(split_files(spec.name, "time/dev", ROOT / "data")[0], spec)
+    qfile, ofile = split_files(spec.name, "time/test", ROOT / "data")
+    test_q = read_questions(qfile, spec)
+    golds = {o.id: o.output for o in read_outputs(ofile, spec)[1]}
+
+    rows = {}
+    for pop in sorted(set(pops.values())):
+        users = sorted(u for u, p in pops.items() if p == pop)
+        members = set(users)
+        history = [q for q in train_q + dev_q if q.user_key in members]   # items before each test query
+        examples = list(history_examples(spec, history))
+        start = time.perf_counter()
+        backbone, _ = resolve_backbone(spec.name, uri, ROOT)
+        bridged, prefix, index, losses = train_population(
+            backbone, spec, examples, users, TapPerConfig(), TapPerTrainConfig(epochs=args.epochs, lr=args.lr),
+            progress=True)
+        seconds = time.perf_counter() - start
+        questions = [q for q in test_q if q.user_key in members]
+        tap = evaluate(TapPerMethod(bridged, prefix, index), None, spec, questions, golds, progress=False)
+        for name in ("non-personalized", "bm25-4"):
+            rows.setdefault(name, []).append(evaluate(build_method(name), base, spec, questions, golds,
+                                                      progress=False))
+        rows.setdefault("tap-per", []).append(tap)
+        print(f"{pop}: {len(users)} users, {len(examples)} training items, {seconds:.0f}s, "
+              f"final loss {sum(losses[-20:]) / max(1, len(losses[-20:])):.3f}", flush=True)
+    metric = spec.primary_metric
+    print(f"\n{spec.name}, time/test, {metric} (mean over populations weighted by questions)")
+    for name, results in rows.items():
+        n = sum(r.n for r in results)
+        value = sum(r.metrics[metric] * r.n for r in results) / n
+        print(f"  {name:<18} {value:.3f}  (n={n})")
+
+
+if __name__ == "__main__":
+    main()
