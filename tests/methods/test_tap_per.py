@@ -14,9 +14,9 @@ from components.methods.tap_per.train import (TapPerTrainConfig, prefix_loss, re
                                               train_population)
 
 
-def _examples(synth_root, n=12):
+def _examples(synth_root, n=12, n_questions=6):
     spec = get_task("LaMP-2")
-    qs = read_questions(synth_root / "LaMP-2" / "train_questions.json", spec)[:6]
+    qs = read_questions(synth_root / "LaMP-2" / "train_questions.json", spec)[:n_questions]
     return spec, list(history_examples(spec, qs))[:n]
 
 
@@ -92,3 +92,32 @@ def test_save_reload_gives_identical_outputs(tiny, synth_root, tmp_path):
     stranger = qs[0].__class__(id="x", input=qs[0].input, profile=[], user_id="u999999")
     with pytest.raises(UnknownUserError, match="not in this population"):
         again.predict(None, spec, [stranger])
+
+
+def test_online_update_touches_only_that_user(tiny, synth_root, tmp_path):
+    from components.backbone.model import load_backbone, save_backbone
+    from components.methods.tap_per.method import TapPerMethod, fit_user
+
+    spec, ex = _examples(synth_root, n=2000, n_questions=30)
+    by_user = {}
+    for q, g in ex:
+        by_user.setdefault(q.user_key, []).append((q, g))
+    ex = [pair for pairs in by_user.values() for pair in pairs[:3]]
+    save_backbone(tiny, tmp_path / "base")
+    users = sorted(by_user)
+    assert len(users) >= 3
+    bridged, prefix, index, _ = train_population(
+        load_backbone(tmp_path / "base"), spec, ex, users, TapPerConfig(prefix_length=2),
+        TapPerTrainConfig(batch_size=4, lr=1e-2))
+    method = TapPerMethod(bridged, prefix, index)
+    others = [q for q, _ in ex if q.user_key != users[0]][:4]
+    before = [p.output for p in method.predict(None, spec, others)]
+    table_before = prefix.user_prefix.weight.detach().clone()
+    newcomer = [(q.__class__(id=q.id, input=q.input, profile=q.profile, user_id="newcomer", date=q.date), g)
+                for q, g in ex[:4]]
+    report = fit_user(method, spec, "newcomer", newcomer, epochs=2)
+    assert report["row"] == len(users) and report["seconds"] < 30
+    table = method.prefix.user_prefix.weight.detach()
+    assert torch.equal(table[: len(users)], table_before)                  # nobody else moved
+    assert not torch.allclose(table[-1], table_before.mean(0))             # the newcomer's row was fitted
+    assert [p.output for p in method.predict(None, spec, others)] == before

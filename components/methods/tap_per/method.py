@@ -40,7 +40,7 @@ class TapPerMethod(Method):
         if missing:
             raise UnknownUserError(f"user {missing[0]!r} is not in this population's index "
                                    f"({len(self.index)} users); onboard it first")
-        return torch.tensor([self.index[q.user_key] for q in questions])
+        return torch.tensor([self.index[q.user_key] for q in questions], dtype=torch.long)
 
     @torch.no_grad()
     def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
@@ -79,3 +79,58 @@ class TapPerMethod(Method):
         model = PeftModel.from_pretrained(backbone.model, d / "bridge")
         bridged = Backbone(model.eval(), backbone.tokenizer, name=backbone.name)
         return cls(bridged, prefix.eval(), meta["users"], meta["max_records"])
+
+
+def add_user(method: TapPerMethod, user_id: str) -> int:
+    """Give a new user a P_u row, initialised to the population mean; returns the row."""
+    if user_id in method.index:
+        return method.index[user_id]
+    table = method.prefix.user_prefix
+    grown = torch.nn.Embedding(table.num_embeddings + 1, table.embedding_dim)
+    with torch.no_grad():
+        grown.weight[:-1] = table.weight
+        grown.weight[-1] = table.weight.mean(0)
+    method.prefix.user_prefix = grown
+    method.index[user_id] = grown.num_embeddings - 1
+    return method.index[user_id]
+
+
+def fit_user(method: TapPerMethod, spec: TaskSpec, user_id: str, examples: Sequence[tuple[Question, str]],
+             epochs: int = 3, lr: float = 1e-2, batch_size: int = 8) -> dict:
+    """Online update: fit only this user's P_u with everything shared frozen.
+
+    Other users' rows get exactly zero gradient and a fresh Adam state, so they do not move
+    and their outputs stay identical."""
+    import time
+
+    from components.methods.tap_per.train import prefix_loss
+
+    start = time.perf_counter()
+    row = add_user(method, user_id)
+    frozen = [p for p in list(method.bridged.model.parameters()) + list(method.prefix.parameters())]
+    flags = [p.requires_grad for p in frozen]
+    for p in frozen:
+        p.requires_grad_(False)
+    table = method.prefix.user_prefix.weight
+    table.requires_grad_(True)
+    opt = torch.optim.Adam([table], lr=lr)
+    method.bridged.model.eval()
+    losses = []
+    try:
+        for _ in range(epochs):
+            for i in range(0, len(examples), batch_size):
+                batch = examples[i:i + batch_size]
+                qs = [q for q, _ in batch]
+                feats = record_features(method.bridged, qs, method.max_records)
+                rows = torch.full((len(qs),), row, dtype=torch.long)
+                loss = prefix_loss(method.bridged, method.prefix(rows, *feats), [q.input for q in qs],
+                                   [g for _, g in batch])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+    finally:
+        for p, flag in zip(frozen, flags):
+            p.requires_grad_(flag)
+    return {"user": user_id, "row": row, "examples": len(examples), "seconds": time.perf_counter() - start,
+            "final_loss": losses[-1] if losses else None}
