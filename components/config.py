@@ -105,6 +105,32 @@ class EvaluationSettings(_Strict):
     num_beams: int = Field(1, ge=1)
 
 
+class TapPerSettings(_Strict):
+    prefix_length: int = Field(8, ge=1, description="L: soft tokens per user")
+    temporal: bool = True
+    order: bool = True
+    use_user_prefix: bool = True
+    use_record_prefix: bool = True
+    bridge_rank: int = Field(4, ge=1)
+    bridge_roles: str = "qkv"
+    max_records: int = Field(16, ge=1)
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_parallel: int = Field(1, ge=1)
+
+    def configs(self):
+        from components.methods.tap_per.model import TapPerConfig
+        from components.methods.tap_per.train import TapPerTrainConfig
+
+        d = self.model_dump()
+        model = TapPerConfig(**{k: d[k] for k in ("prefix_length", "temporal", "order", "use_user_prefix",
+                                                  "use_record_prefix", "bridge_rank", "bridge_roles")})
+        train = TapPerTrainConfig(max_records=self.max_records, epochs=self.epochs, lr=self.lr,
+                                  batch_size=self.batch_size)
+        return model, train
+
+
 class Profile(_Strict):
     name: str
     tasks: list[str]
@@ -112,6 +138,7 @@ class Profile(_Strict):
     prepare: PrepareSettings = PrepareSettings()
     backbone: BackboneSettings = BackboneSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    tap_per: TapPerSettings = TapPerSettings()
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of the named settings sections (a cache key part)."""

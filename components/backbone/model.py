@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
+# transformers builds models under a process-wide meta-device/default-dtype context while
+# loading; two threads loading at once corrupt each other's modules, so loads are serialised.
+_LOAD_LOCK = threading.Lock()
 
 
 class BackboneError(ValueError):
@@ -185,6 +189,13 @@ def load_backbone(name_or_path: str | os.PathLike, device: str = "auto", dtype: 
     except (OSError, ValueError) as exc:
         raise BackboneError(f"cannot load a model config from {source!r}: {exc}. Give a local directory "
                             "saved with save_pretrained, or a hub name on a machine that can reach the hub") from None
+    with _LOAD_LOCK:
+        return _load(source, config, device, dtype, attn_implementation)
+
+
+def _load(source: str, config, device: str, dtype: str, attn_implementation: str | None) -> Backbone:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
     dev = pick_device(device)
     kwargs = {"dtype": pick_dtype(dev, dtype)}
     if attn_implementation:

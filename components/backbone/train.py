@@ -19,7 +19,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
     """The `demo` backbone is built and trained here; a named checkpoint is registered as is."""
     from components.backbone.embedded import train_embedded_backbone
     from components.backbone.model import load_backbone, save_backbone
-    from components.evaluation.run import split_files
+    from components.evaluation.run import backbone_cache_dir, split_files
     from components.tracking import mlflow_tracking
 
     spec = get_task(task)
@@ -46,7 +46,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         model_dir = save_backbone(backbone, work / "backbone")   # MLflow names the artifact after it
         reg = mlflow_tracking.register_backbone(model_dir, spec.name, tags, metrics, params,
                                                 run_name=f"backbone-{spec.name}")
-        cache = Path(repo).resolve() / ".state" / "backbones" / f"backbone-{spec.name}-v{reg['version']}"
+        cache = backbone_cache_dir(repo, reg["model_uri"])
         (cache / "artifacts").mkdir(parents=True, exist_ok=True)
         shutil.rmtree(cache / "artifacts" / "backbone", ignore_errors=True)
         shutil.move(str(model_dir), cache / "artifacts" / "backbone")

@@ -36,6 +36,17 @@ def split_files(task: str, split: str, data_root: str | Path = "data") -> tuple[
     return q, o
 
 
+def backbone_cache_dir(repo: str | Path, model_uri: str) -> Path:
+    """Where a registered backbone's files are kept locally: per tracking store, per version
+    (version 1 of `backbone-LaMP-2` in two MLflow stores are different models)."""
+    import hashlib
+
+    import mlflow
+
+    store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:8]
+    return Path(repo).resolve() / ".state" / "backbones" / store / model_uri.removeprefix("models:/").replace("/", "-v")
+
+
 def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
     """A local directory, or a registered backbone (downloaded once into .state/backbones)."""
     from components.backbone.model import load_backbone
@@ -45,7 +56,7 @@ def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
         uri = latest_backbone_uri(task)
     if not uri.startswith("models:/"):
         return load_backbone(uri), uri
-    cache = Path(repo).resolve() / ".state" / "backbones" / uri.removeprefix("models:/").replace("/", "-v")
+    cache = backbone_cache_dir(repo, uri)
     weights = cache / "artifacts" / "backbone"
     if not weights.exists():
         tmp = cache.with_name(cache.name + ".part")

@@ -1,0 +1,35 @@
+"""MLflow "models from code" definition of a TAP-PER population model.
+
+Input rows {user_id, input, profile (optional), date (optional)} -> outputs. The frozen
+backbone is resolved from the registry (`model_config["backbone_uri"]`), not copied into
+every population model. Full serving (unknown users, batching, flags) is issue 8.
+"""
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class TapPerModel(PythonModel):
+    def load_context(self, context):
+        from components.evaluation.run import resolve_backbone
+        from components.lamp.tasks import get_task
+        from components.methods.tap_per.method import TapPerMethod
+
+        cfg = context.model_config
+        self.spec = get_task(cfg["task"])
+        backbone, _ = resolve_backbone(self.spec.name, cfg["backbone_uri"])
+        self.method = TapPerMethod.load(context.artifacts["population"], backbone)
+
+    def predict(self, context, model_input, params=None):
+        from components.lamp.io import parse_profile_item
+        from components.lamp.records import Question
+
+        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else list(model_input)
+        questions = [Question(id=str(i), input=r["input"], user_id=str(r["user_id"]), date=r.get("date"),
+                              profile=[parse_profile_item("request", p, None, str(i), j)
+                                       for j, p in enumerate(r.get("profile") or [])])
+                     for i, r in enumerate(rows)]
+        return [p.output for p in self.method.predict(None, self.spec, questions)]
+
+
+mlflow.models.set_model(TapPerModel())
