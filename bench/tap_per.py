@@ -23,8 +23,10 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
-    ap.add_argument("--epochs", type=int, default=2, help="passes over the population's history items")
-    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    ap.add_argument("--epochs", type=int, default=4, help="passes over the population's history items")
+    ap.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    ap.add_argument("--ablation", choices=["none", "pu-only", "pq-only", "no-temporal"], default="none",
+                    help="pu-only: user prefix only; pq-only: record prefix only; no-temporal: no penalties")
     args = ap.parse_args()
 
     from components.evaluation.harness import evaluate
@@ -57,8 +59,11 @@ def main() -> None:
         examples = list(history_examples(spec, history))
         start = time.perf_counter()
         backbone, _ = resolve_backbone(spec.name, uri, ROOT)
+        cfg = {"none": TapPerConfig(), "pu-only": TapPerConfig(use_record_prefix=False),
+               "pq-only": TapPerConfig(use_user_prefix=False),
+               "no-temporal": TapPerConfig(temporal=False, order=False)}[args.ablation]
         bridged, prefix, index, losses = train_population(
-            backbone, spec, examples, users, TapPerConfig(), TapPerTrainConfig(epochs=args.epochs, lr=args.lr),
+            backbone, spec, examples, users, cfg, TapPerTrainConfig(epochs=args.epochs, lr=args.lr),
             progress=True)
         seconds = time.perf_counter() - start
         questions = [q for q in test_q if q.user_key in members]
@@ -66,7 +71,7 @@ def main() -> None:
         for name in ("non-personalized", "bm25-4"):
             rows.setdefault(name, []).append(evaluate(build_method(name), base, spec, questions, golds,
                                                       progress=False))
-        rows.setdefault("tap-per", []).append(tap)
+        rows.setdefault("tap-per" + ("" if args.ablation == "none" else f"-{args.ablation}"), []).append(tap)
         print(f"{pop}: {len(users)} users, {len(examples)} training items, {seconds:.0f}s, "
               f"final loss {sum(losses[-20:]) / max(1, len(losses[-20:])):.3f}", flush=True)
     metric = spec.primary_metric
