@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--epochs", type=int, default=4, help="passes over the population's history items")
     ap.add_argument("--lr", type=float, default=3e-3, help="learning rate")
+    ap.add_argument("--with-oppu", action="store_true",
+                    help="also train one OPPU adapter per user (r=8 on q,v, own data only) and evaluate it")
     ap.add_argument("--ablation", choices=["none", "pu-only", "pq-only", "no-temporal"], default="none",
                     help="pu-only: user prefix only; pq-only: record prefix only; no-temporal: no penalties")
     args = ap.parse_args()
@@ -72,6 +74,18 @@ def main() -> None:
             rows.setdefault(name, []).append(evaluate(build_method(name), base, spec, questions, golds,
                                                       progress=False))
         rows.setdefault("tap-per" + ("" if args.ablation == "none" else f"-{args.ablation}"), []).append(tap)
+        if args.with_oppu:
+            from components.methods.oppu.method import OppuMethod
+
+            oppu = OppuMethod(base)
+            by_user: dict = {}
+            for q, gold in examples:
+                by_user.setdefault(q.user_key, []).append((q, gold))
+            t0 = time.perf_counter()
+            for user, pairs in by_user.items():
+                oppu.fit_user(user, pairs)
+            print(f"  oppu: {len(by_user)} adapters in {time.perf_counter() - t0:.0f}s", flush=True)
+            rows.setdefault("oppu", []).append(evaluate(oppu, None, spec, questions, golds, progress=False))
         print(f"{pop}: {len(users)} users, {len(examples)} training items, {seconds:.0f}s, "
               f"final loss {sum(losses[-20:]) / max(1, len(losses[-20:])):.3f}", flush=True)
     metric = spec.primary_metric
