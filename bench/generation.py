@@ -36,7 +36,7 @@ def main() -> None:
     from components.backbone.model import Backbone
     from components.config import load_profile
     from components.lamp.synthetic import SynthConfig, generate_task
-    from components.lamp.io import read_outputs, read_questions
+    from components.lamp.io import read_golds, read_questions
     from components.lamp.prompts import build_prompt
     from components.lamp.tasks import get_task
     from components.retrieval.rankers import rank_bm25, select_items
@@ -46,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         generate_task("LaMP-2", SynthConfig(users=max(60, args.prompts)), tmp)
         qs = read_questions(Path(tmp) / "train_questions.json", spec)[: args.prompts]
-        golds = {o.id: o.output for o in read_outputs(Path(tmp) / "train_outputs.json")[1]}
+        golds = read_golds(Path(tmp) / "train_outputs.json")
     tok = build_tokenizer(corpus_of(spec, qs, golds), cfg.max_length)
     backbone = Backbone(build_model(len(tok), cfg, tok).eval(), tok)
     prompts = [build_prompt(spec, q.input, select_items(q.profile, rank_bm25(spec, q), 4),

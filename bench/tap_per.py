@@ -32,15 +32,16 @@ def main() -> None:
     args = ap.parse_args()
 
     from components.evaluation.harness import evaluate
-    from components.evaluation.run import resolve_backbone, split_files
+    from components.lamp.splits import split_files
     from components.lamp.history import history_examples
-    from components.lamp.io import read_outputs, read_questions
+    from components.lamp.io import read_golds, read_questions
     from components.lamp.tasks import get_task
     from components.methods import build_method
     from components.methods.tap_per.method import TapPerMethod
     from components.methods.tap_per.model import TapPerConfig
     from components.methods.tap_per.train import TapPerTrainConfig, train_population
     from components.tracking import mlflow_tracking
+    from components.tracking.mlflow_tracking import resolve_backbone
 
     spec = get_task(args.task)
     mlflow_tracking.configure(ROOT)
@@ -51,7 +52,7 @@ def main() -> None:
     dev_q = read_questions(split_files(spec.name, "time/dev", ROOT / "data")[0], spec)
     qfile, ofile = split_files(spec.name, "time/test", ROOT / "data")
     test_q = read_questions(qfile, spec)
-    golds = {o.id: o.output for o in read_outputs(ofile, spec)[1]}
+    golds = read_golds(ofile, spec)
 
     rows = {}
     for pop in sorted(set(pops.values())):

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 from components.config import Profile
-from components.lamp.io import read_outputs, read_questions
+from components.lamp.io import read_golds, read_questions
+from components.lamp.splits import split_files
 from components.lamp.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,6 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
     """The `demo` backbone is built and trained here; a named checkpoint is registered as is."""
     from components.backbone.embedded import train_embedded_backbone
     from components.backbone.model import load_backbone, save_backbone
-    from components.evaluation.run import backbone_cache_dir, split_files
     from components.tracking import mlflow_tracking
 
     spec = get_task(task)
@@ -33,7 +33,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
     try:
         if settings.source == "embedded":
             qfile, ofile = split_files(spec.name, settings.train_split, Path(repo) / "data")
-            golds = {o.id: o.output for o in read_outputs(ofile, spec)[1]}
+            golds = read_golds(ofile, spec)
             backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), golds,
                                                       settings.embedded.to_config(), progress)
             curve = stats.pop("loss_curve")
@@ -46,7 +46,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         model_dir = save_backbone(backbone, work / "backbone")   # MLflow names the artifact after it
         reg = mlflow_tracking.register_backbone(model_dir, spec.name, tags, metrics, params,
                                                 run_name=f"backbone-{spec.name}")
-        cache = backbone_cache_dir(repo, reg["model_uri"])
+        cache = mlflow_tracking.backbone_cache_dir(repo, reg["model_uri"])
         (cache / "artifacts").mkdir(parents=True, exist_ok=True)
         shutil.rmtree(cache / "artifacts" / "backbone", ignore_errors=True)
         shutil.move(str(model_dir), cache / "artifacts" / "backbone")

@@ -239,6 +239,11 @@ class QuestionWriter:
         return self._ctx.__exit__(*exc)
 
 
+def read_golds(path: str | os.PathLike, task: str | TaskSpec | None = None) -> dict[str, str]:
+    """An outputs file as {id: output}."""
+    return {o.id: o.output for o in read_outputs(path, task)[1]}
+
+
 def write_questions(path: str | os.PathLike, questions: Iterable[Question]) -> Path:
     """Write a questions file atomically, one record at a time (never the whole list in memory)."""
     with QuestionWriter(path) as writer:

@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.lamp.io import QuestionWriter, iter_questions, read_outputs, write_oppu_users, write_outputs
+from components.lamp.io import QuestionWriter, iter_questions, read_golds, write_oppu_users, write_outputs
 from components.lamp.records import OppuQuery, OppuUser, Output, Question
 from components.lamp.tasks import TaskSpec, get_task
 from components.storage.files import write_json_atomic
@@ -48,6 +48,17 @@ class PopulationConfig:
 class PrepareConfig:
     oppu_top_users: int = 100
     populations: PopulationConfig = PopulationConfig()
+
+
+def split_files(task: str, split: str, data_root: str | Path = "data") -> tuple[Path, Path]:
+    kind, _, name = split.partition("/")
+    if not name:
+        raise ValueError(f"split must look like <kind>/<split>, e.g. time/test or user/dev; got {split!r}")
+    base = Path(data_root) / "prepared" / get_task(task).name / kind
+    q, o = base / f"{name}_questions.json", base / f"{name}_outputs.json"
+    if not q.exists():
+        raise FileNotFoundError(f"no split {split!r} for {task}: {q} is missing (run `dvc repro` first)")
+    return q, o
 
 
 def _raw_files(raw_dir: Path) -> list[tuple[str, Path, Path | None]]:
@@ -124,7 +135,7 @@ def prepare_task(task: str | TaskSpec, raw_dir: str | Path, out_dir: str | Path,
     golds: dict[str, str] = {}
     for _, _, outputs in files:
         if outputs is not None:
-            golds.update({o.id: o.output for o in read_outputs(outputs, spec)[1]})
+            golds.update(read_golds(outputs, spec))
 
     # Pass 1: index users (questions in date order, history length, text for clustering).
     by_user: dict[str, list[tuple[str, str]]] = defaultdict(list)

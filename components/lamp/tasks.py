@@ -39,7 +39,6 @@ class TaskSpec:
     query_marker: str | None = None  # the input text after this marker is the retrieval query
     oppu_dir: str | None = None    # directory name in the OPPU-style processed data
     max_new_tokens: int = 8
-    needs_supplied_text: bool = False  # LaMP-6 ships Avocado ids, not text
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -114,7 +113,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         name="LaMP-6", official="LaMP_6", kind="generation",
         input_template="Generate a subject for the following email: {content}",
         profile_fields=("text", "title"), label_field="title", text_fields=("text",),
-        query_marker="email:", max_new_tokens=32, needs_supplied_text=True),
+        query_marker="email:", max_new_tokens=32),   # LaMP-6 ships Avocado ids: text supplied locally
     TaskSpec(
         name="LaMP-7", official="LaMP_7", kind="generation",
         input_template="Paraphrase the following tweet without any explanation before or after it: {tweet}",

@@ -6,8 +6,10 @@ Default store: SQLite at `.state/mlflow.db` with artifacts in `.state/mlartifact
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -94,3 +96,42 @@ def download_backbone(model_uri: str, dest: str | Path) -> Path:
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
     return local / "artifacts" / "backbone"
+
+
+def backbone_cache_dir(repo: str | Path, model_uri: str) -> Path:
+    """Where a registered backbone's files are kept locally: per tracking store, per version
+    (version 1 of `backbone-LaMP-2` in two MLflow stores are different models)."""
+    import mlflow
+
+    store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:8]
+    return Path(repo).resolve() / ".state" / "backbones" / store / model_uri.removeprefix("models:/").replace("/", "-v")
+
+
+def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
+    """A local directory, or a registered backbone (downloaded once into .state/backbones)."""
+    from components.backbone.model import load_backbone
+
+    if uri is None:
+        uri = latest_backbone_uri(task)
+    if not uri.startswith("models:/"):
+        return load_backbone(uri), uri
+    cache = backbone_cache_dir(repo, uri)
+    weights = cache / "artifacts" / "backbone"
+    if not weights.exists():
+        tmp = cache.with_name(cache.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        download_backbone(uri, tmp)
+        tmp.rename(cache)
+    return load_backbone(weights), uri
+
+
+def latest_backbone_uri(task: str) -> str:
+    import mlflow
+
+    from components.lamp.tasks import get_task
+
+    name = f"backbone-{get_task(task).name}"
+    versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
+    if not versions:
+        raise FileNotFoundError(f"no registered model {name}: train it first (persona train backbone --task {task})")
+    return f"models:/{name}/{max(int(v.version) for v in versions)}"

@@ -76,7 +76,7 @@ def test_register_backbone_then_tracked_evaluation(tmp_path, synth_root, mlflow_
 
 
 def test_missing_split_is_a_clear_error(tmp_path, synth_root):
-    from components.evaluation.run import split_files
+    from components.lamp.splits import split_files
 
     repo = tiny_repo(tmp_path, synth_root)
     with pytest.raises(FileNotFoundError, match="run `dvc repro` first"):

@@ -23,7 +23,7 @@ def population_members(task: str, population: str, repo: str | Path = ".") -> li
 
 def population_examples(task: str, members: list[str], repo: str | Path = "."):
     """Each member's history items (from their time/train and time/dev questions) as examples."""
-    from components.evaluation.run import split_files
+    from components.lamp.splits import split_files
 
     spec = get_task(task)
     keep = set(members)
@@ -38,7 +38,6 @@ def train_and_register(task: str, population: str, profile: Profile, backbone_ur
                        repo: str | Path = ".", progress: bool = False) -> dict:
     import mlflow
 
-    from components.evaluation.run import resolve_backbone
     from components.methods.tap_per.method import TapPerMethod
     from components.methods.tap_per.train import train_population
     from components.tracking import mlflow_tracking
@@ -47,7 +46,7 @@ def train_and_register(task: str, population: str, profile: Profile, backbone_ur
     mlflow_tracking.configure(repo)
     members = population_members(spec.name, population, repo)
     examples = population_examples(spec.name, members, repo)
-    backbone, uri = resolve_backbone(spec.name, backbone_uri, repo)
+    backbone, uri = mlflow_tracking.resolve_backbone(spec.name, backbone_uri, repo)
     model_cfg, train_cfg = profile.tap_per.configs()
     bridged, prefix, index, losses = train_population(backbone, spec, examples, members, model_cfg,
                                                       train_cfg, progress=progress)

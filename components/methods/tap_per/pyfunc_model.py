@@ -11,7 +11,7 @@ from mlflow.pyfunc import PythonModel
 
 class TapPerModel(PythonModel):
     def load_context(self, context):
-        from components.evaluation.run import resolve_backbone
+        from components.tracking.mlflow_tracking import resolve_backbone
         from components.lamp.tasks import get_task
         from components.methods.tap_per.method import TapPerMethod
 
