@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -131,6 +132,53 @@ class TapPerSettings(_Strict):
         return model, train
 
 
+class PPlugSettings(_Strict):
+    encoder: str = Field("all-MiniLM-L6-v2", description="history/input encoder: all-MiniLM-L6-v2 (shipped) "
+                                                         "or a local path / hub name of a BERT-style encoder")
+    pooling: str = Field("mean", pattern="^(mean|cls)$", description="mean (MiniLM) or cls (BGE)")
+    max_history: int = Field(64, ge=1, description="most recent history items kept per question")
+    use_attention: bool = True
+    use_instruction: bool = True
+    retrieve_top1: bool = False
+    history_with_output: bool = True
+    query_instruction: str = "Represent this sentence for searching relevant passages: "
+    attention_scale: float = Field(1.0, gt=0, description="multiplies x.h before the softmax (paper: 1)")
+    learn_attention_scale: bool = False
+    projection: str = Field("mlp", pattern="^(mlp|vocab)$")
+    bridge_rank: int = Field(0, ge=0, description="0: frozen LLM (paper); r: shared LoRA on q,k,v")
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    encoder_lr: float = Field(5e-5, gt=0)
+    batch_size: int = Field(16, ge=1)
+    history_deletion: int = Field(0, ge=0)
+    max_parallel: int = Field(1, ge=1)
+
+    ABLATIONS: ClassVar[dict] = {"none": {}, "mean": {"use_attention": False}, "no-instruction": {"use_instruction": False},
+                 "retrieval": {"retrieve_top1": True}}
+
+    def configs(self, ablation: str = "none", **overrides):
+        """(PPlugConfig, PPlugTrainConfig); `ablation` and non-None `overrides` win over the file."""
+        from components.methods.pplug.method import PPlugTrainConfig
+        from components.methods.pplug.model import PPlugConfig
+
+        d = {**self.model_dump(), **self.ABLATIONS[ablation],
+             **{k: v for k, v in overrides.items() if v is not None}}
+        model = PPlugConfig(**{k: d[k] for k in ("max_history", "use_attention", "use_instruction",
+                                                 "retrieve_top1", "history_with_output", "query_instruction",
+                                                 "attention_scale", "learn_attention_scale", "projection",
+                                                 "bridge_rank")})
+        train = PPlugTrainConfig(**{k: d[k] for k in ("epochs", "lr", "encoder_lr", "batch_size",
+                                                      "history_deletion")})
+        return model, train
+
+    def history_encoder(self):
+        from components.retrieval.encoder import SentenceEncoder
+
+        if self.encoder == "all-MiniLM-L6-v2":
+            return SentenceEncoder.default()
+        return SentenceEncoder(self.encoder, pooling=self.pooling)
+
+
 class Profile(_Strict):
     name: str
     tasks: list[str]
@@ -139,6 +187,7 @@ class Profile(_Strict):
     backbone: BackboneSettings = BackboneSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     tap_per: TapPerSettings = TapPerSettings()
+    pplug: PPlugSettings = PPlugSettings()
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of the named settings sections (a cache key part)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 _STATE = Path(os.environ.get("PERSONA_STATE_DIR", Path(__file__).resolve().parent.parent / ".state"))
 for _key, _value in {
     "PREFECT_HOME": str(_STATE / "prefect"),
+    "PERSONA_VECTOR_CACHE": str(_STATE / "vectors"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_LOG_PRINTS": "true",

@@ -134,6 +134,25 @@ def cmd_train_backbone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_populations(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.tracking import mlflow_tracking
+    from flows.populations import train_limited
+
+    profile = load_profile(args.profile)
+    mlflow_tracking.configure(".")
+    backbones = {}
+    for task in profile.tasks:
+        try:
+            backbones[task] = {"model_uri": mlflow_tracking.latest_backbone_uri(task)}
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    for key, reg in train_limited(args.method, backbones, ".", profile.name).items():
+        print(f"{key}: registered {reg['model_uri']} (MLflow run {reg['run_id']})")
+    return 0
+
+
 # --- persona params -------------------------------------------------------------------
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -237,12 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="params.yaml profile")
     p.set_defaults(func=cmd_eval_run)
 
-    tr = sub.add_parser("train", help="training: backbones (methods come with their issues)")
+    tr = sub.add_parser("train", help="training: the backbone, and the per-population methods")
     tsub = tr.add_subparsers(dest="train_command", required=True, metavar="SUBCOMMAND")
     p = tsub.add_parser("backbone", help="train the embedded backbone (or adopt a named one) and register it")
     p.add_argument("--task", nargs="*", help="tasks (default: the profile's tasks)")
     p.add_argument("--profile", help="params.yaml profile")
     p.set_defaults(func=cmd_train_backbone)
+    for method, what in (("tap-per", "TAP-PER (user prefixes + record prefix + bridge LoRA)"),
+                         ("pplug", "PPlug (input-aware user embedder)")):
+        p = tsub.add_parser(method, help=f"train one {what} model per population and task, register each "
+                                         f"as {method}-<task>-<population>")
+        p.add_argument("--profile", help="params.yaml profile (settings: its `"
+                                         f"{method.replace('-', '_')}` section)")
+        p.set_defaults(func=cmd_train_populations, method=method)
 
     p = sub.add_parser("params", help="per-user and total trainable parameters of every method at N users")
     p.add_argument("--users", type=int, nargs="+", default=[1, 100, 1000, 1_000_000],

@@ -57,7 +57,7 @@ class EmbeddedConfig:
 
 def build_tokenizer(corpus: Sequence[str], max_length: int):
     """A word-level tokenizer over whitespace-separated words (quotes split off)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
@@ -65,6 +65,9 @@ def build_tokenizer(corpus: Sequence[str], max_length: int):
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split('"', behavior="isolated")])
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1))
+    bos = tok.token_to_id("<bos>")             # prompts start with <bos>, as in training
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                        special_tokens=[("<bos>", bos)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
                                    bos_token="<bos>", eos_token="<eos>", model_max_length=max_length)
     fast.padding_side = "left"

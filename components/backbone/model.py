@@ -103,28 +103,34 @@ class Backbone:
                           prefix: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Input embeddings with `prefix` ([B, P, d] soft tokens) placed before the prompt.
 
-        For left-padded decoder-only batches the prefix goes right after the padding, so
-        every sequence reads [pad… | prefix | prompt] and positions stay contiguous.
+        Each row reads [left pads | <bos> | prefix | prompt | right pads]: the prefix goes
+        right after the tokenizer's BOS when the prompt starts with one (so BOS stays at the
+        first position, where the model always saw it), else at the first real token;
+        positions stay contiguous. Works for left and right padding and both architectures.
         """
         embeds = self.model.get_input_embeddings()(input_ids)
         if prefix is None:
             return embeds, attention_mask
         prefix = prefix.to(embeds.dtype)
         b, p = prefix.shape[:2]
-        ones = attention_mask.new_ones(b, p)
-        if self.is_encoder_decoder or self.tokenizer.padding_side == "right":
-            return torch.cat([prefix, embeds], 1), torch.cat([ones, attention_mask], 1)
-        pads = (attention_mask == 0).sum(1)
         out_e = torch.cat([embeds.new_zeros(b, p, embeds.shape[-1]), embeds], 1)
         out_m = torch.cat([attention_mask.new_zeros(b, p), attention_mask], 1)
-        for i in range(b):                       # move the padding in front of the prefix
-            n = int(pads[i])
-            out_e[i, :n] = embeds[i, :n]
-            out_e[i, n:n + p] = prefix[i]
-            out_e[i, n + p:] = embeds[i, n:]
-            out_m[i, : n + p] = torch.cat([attention_mask[i, :n], ones[i]])
-            out_m[i, n + p:] = attention_mask[i, n:]
+        for i in range(b):
+            at = self.prefix_position(input_ids[i], attention_mask[i])
+            out_e[i, :at] = embeds[i, :at]
+            out_e[i, at:at + p] = prefix[i]
+            out_e[i, at + p:] = embeds[i, at:]
+            out_m[i, :at] = attention_mask[i, :at]
+            out_m[i, at:at + p] = 1
+            out_m[i, at + p:] = attention_mask[i, at:]
         return out_e, out_m
+
+    def prefix_position(self, ids: torch.Tensor, mask: torch.Tensor) -> int:
+        """Where soft tokens go in one row: after the left padding and after a leading BOS."""
+        real = mask.nonzero()
+        first = int(real[0]) if len(real) else 0
+        bos = self.tokenizer.bos_token_id
+        return first + int(bos is not None and len(real) > 0 and int(ids[first]) == bos)
 
     # --- generation -------------------------------------------------------------------------
 
@@ -163,6 +169,34 @@ class Backbone:
         if not self.is_encoder_decoder and prefix is None:
             out = out[:, enc["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str], answers: Sequence[str]):
+    """Next-token loss on the answers only; the prefix and the prompt are masked (-100).
+    The prefix sits where `generate` puts it (`Backbone.embed_with_prefix`)."""
+    tok, model = backbone.tokenizer, backbone.model
+    b, L = prefix.shape[:2]
+    if backbone.is_encoder_decoder:
+        enc = tok(list(prompts), padding=True, return_tensors="pt")
+        embeds, mask = backbone.embed_with_prefix(enc["input_ids"], enc["attention_mask"], prefix)
+        labels = tok(list(answers), padding=True, return_tensors="pt")["input_ids"]
+        labels[labels == tok.pad_token_id] = -100
+        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    seqs, n_prompt = [], []
+    for p, a in zip(prompts, answers):
+        p_ids = tok(p)["input_ids"]            # with the tokenizer's specials (BOS), as in generate
+        seqs.append(p_ids + backbone.tokenize(a) + [tok.eos_token_id])
+        n_prompt.append(len(p_ids))
+    width = max(len(s) for s in seqs)
+    ids = torch.full((b, width), tok.pad_token_id)
+    attn = torch.zeros(b, width, dtype=torch.long)
+    labels = torch.full((b, L + width), -100)
+    for i, s in enumerate(seqs):                # right padding while training
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+        labels[i, L + n_prompt[i]: L + len(s)] = torch.tensor(s[n_prompt[i]:])
+    embeds, mask = backbone.embed_with_prefix(ids, attn, prefix)
+    return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
 
 def _check_tokenizer(tokenizer, source: str) -> None:

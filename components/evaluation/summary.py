@@ -3,32 +3,18 @@ and a bar chart, so that scripts and reviewers can read results without MLflow."
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 from components.lamp.tasks import get_task
-from components.storage.files import write_json_atomic
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+from components.storage.files import file_lock, write_json_atomic
 
 
 def update_summary(path: str | Path, profile: str, task: str, method: str, entry: dict) -> dict:
     """Insert or replace one method's entry for one task; atomic and safe under concurrency."""
     path = Path(path)
     spec = get_task(task)
-    with _locked(path):
+    with file_lock(path.with_suffix(".lock")):
         data = json.loads(path.read_text()) if path.exists() else {"profile": profile, "tasks": {}}
         if data.get("profile") != profile:
             data = {"profile": profile, "tasks": {}}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Sequence
@@ -39,11 +38,15 @@ def rank_bm25(spec: TaskSpec, q: Question, seed: int = 0) -> list[int]:
 
 
 class DenseRanker:
-    """Cosine similarity of all-MiniLM-L6-v2 embeddings; item vectors cached by content hash."""
+    """Cosine similarity of all-MiniLM-L6-v2 embeddings; vectors cached by content hash
+    (on disk under `$PERSONA_VECTOR_CACHE` when set, see `components.retrieval.cache`)."""
 
-    def __init__(self, encoder=None):
+    def __init__(self, encoder=None, cache_root=None):
+        from components.retrieval.cache import default_cache_root
+
         self._encoder = encoder
-        self.cache: dict[str, object] = {}
+        self._cache_root = cache_root if cache_root is not None else default_cache_root()
+        self._cache = None
 
     @property
     def encoder(self):
@@ -53,15 +56,16 @@ class DenseRanker:
             self._encoder = SentenceEncoder.default()
         return self._encoder
 
-    def _vectors(self, texts: Sequence[str]):
-        import torch
+    @property
+    def cache(self):
+        if self._cache is None:
+            from components.retrieval.cache import VectorCache
 
-        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
-        missing = {k: t for t, k in zip(texts, keys) if k not in self.cache}
-        if missing:
-            for k, v in zip(missing, self.encoder.encode(list(missing.values()))):
-                self.cache[k] = v
-        return torch.stack([self.cache[k] for k in keys])
+            self._cache = VectorCache(self._cache_root, self.encoder.fingerprint)
+        return self._cache
+
+    def _vectors(self, texts: Sequence[str]):
+        return self.cache.encode(texts, self.encoder)
 
     def prefetch(self, spec: TaskSpec, questions: Sequence[Question]) -> None:
         """Encode every item and query of a batch of questions in one go (large batches)."""

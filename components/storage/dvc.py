@@ -3,16 +3,12 @@ in one workspace), and the data version a run read."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -22,15 +18,10 @@ class DvcError(RuntimeError):
     pass
 
 
-@contextlib.contextmanager
-def repo_lock(repo: str | Path) -> Iterator[None]:
-    key = hashlib.sha256(str(Path(repo).resolve()).encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"persona-dvc-{key}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def repo_lock(repo: str | Path):
+    from components.storage.files import named_lock
+
+    return named_lock(f"dvc-{Path(repo).resolve()}")
 
 
 def dvc_executable() -> str:

@@ -1,8 +1,10 @@
-"""Atomic file writes: a reader never sees a half-written file, a failure leaves none."""
+"""Atomic file writes (a reader never sees a half-written file, a failure leaves none) and
+inter-process locks."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -40,3 +42,21 @@ def write_json_atomic(path: str | os.PathLike, obj: object, indent: int | None =
 def safe_key(name: str) -> str:
     """A file-name-safe key for an arbitrary id (user ids never become raw paths)."""
     return hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock between processes (and threads) held for the block (flock on `path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def named_lock(name: str) -> contextlib.AbstractContextManager:
+    """`file_lock` on a lock file named after `name` in the system temp directory."""
+    return file_lock(Path(tempfile.gettempdir()) / f"persona-{safe_key(name)}.lock")

@@ -17,7 +17,8 @@ def test_soft_tokens_equal_token_embeddings(tiny):
     prefix_text, prompt_text = "comedy action", "description: guku"
     pre = torch.tensor([tiny.tokenize(prefix_text)])
     enc = tiny.encode_batch([prompt_text])
-    full = tiny.encode_batch([prefix_text + " " + prompt_text])
+    full = tiny.encode_batch([prefix_text + " " + prompt_text])      # <bos> prefix prompt
+    assert int(enc["input_ids"][0, 0]) == tiny.tokenizer.bos_token_id   # soft tokens go after it
     soft = tiny.model.get_input_embeddings()(pre)
     embeds, mask = tiny.embed_with_prefix(enc["input_ids"], enc["attention_mask"], soft)
     with torch.no_grad():

@@ -10,7 +10,8 @@ from components.lamp.history import history_examples
 from components.lamp.io import read_questions
 from components.lamp.tasks import get_task
 from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
-from components.methods.tap_per.train import (TapPerTrainConfig, prefix_loss, record_features,
+from components.backbone.model import prefix_loss
+from components.methods.tap_per.train import (TapPerTrainConfig, record_features,
                                               train_population)
 
 
@@ -35,12 +36,13 @@ def test_prefix_is_masked_in_the_loss(tiny):
     torch.manual_seed(0)
     prefix = torch.randn(1, 3, tiny.hidden_size, requires_grad=True)
     loss = prefix_loss(tiny, prefix, ["description: guku"], ["comedy"])
-    ids = tiny.tokenize("description: guku") + tiny.tokenize("comedy") + [tiny.tokenizer.eos_token_id]
-    embeds = torch.cat([prefix, tiny.model.get_input_embeddings()(torch.tensor([ids]))], 1)
+    emb = tiny.model.get_input_embeddings()
+    bos, prompt = [tiny.tokenizer.bos_token_id], tiny.tokenize("description: guku")
+    answer = torch.tensor(tiny.tokenize("comedy") + [tiny.tokenizer.eos_token_id])
+    # <bos> | prefix | prompt | answer: the prefix goes after BOS, as in generation
+    embeds = torch.cat([emb(torch.tensor([bos])), prefix, emb(torch.tensor([prompt + answer.tolist()]))], 1)
     logits = tiny.model(inputs_embeds=embeds).logits[0]
-    n_prompt = len(tiny.tokenize("description: guku"))
-    answer = torch.tensor(ids[n_prompt:])
-    start = 3 + n_prompt                                     # first answer position after the prefix
+    start = 1 + 3 + len(prompt)                              # first answer position
     manual = torch.nn.functional.cross_entropy(logits[start - 1: start - 1 + len(answer)], answer)
     assert torch.allclose(loss, manual, atol=1e-5)
     loss.backward()

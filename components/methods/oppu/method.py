@@ -34,7 +34,7 @@ class OppuConfig:
 
 def _answer_loss(backbone: Backbone, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
     """Answer-only loss without any prefix (TAP-PER's loss with an empty prefix)."""
-    from components.methods.tap_per.train import prefix_loss
+    from components.backbone.model import prefix_loss
 
     empty = torch.zeros(len(prompts), 0, backbone.hidden_size)
     return prefix_loss(backbone, empty, prompts, answers)

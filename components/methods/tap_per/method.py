@@ -103,7 +103,7 @@ def fit_user(method: TapPerMethod, spec: TaskSpec, user_id: str, examples: Seque
     and their outputs stay identical."""
     import time
 
-    from components.methods.tap_per.train import prefix_loss
+    from components.backbone.model import prefix_loss
 
     start = time.perf_counter()
     row = add_user(method, user_id)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from components.backbone.model import Backbone
+from components.backbone.model import Backbone, prefix_loss
 from components.lamp.records import ProfileItem, Question, parse_date
 from components.lamp.tasks import TaskSpec
 from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
@@ -69,35 +69,6 @@ def record_features(backbone: Backbone, questions: Sequence[Question], max_recor
             order[i, j] = len(recent) - j
         mask[i, : len(recent)] = True
     return z_q, z_h, days, order, mask
-
-
-def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str], answers: Sequence[str]):
-    """Next-token loss on the answers only; the prefix and the prompt are masked (-100)."""
-    tok, model = backbone.tokenizer, backbone.model
-    b, L = prefix.shape[:2]
-    if backbone.is_encoder_decoder:
-        enc = tok(list(prompts), padding=True, return_tensors="pt")
-        embeds = model.get_input_embeddings()(enc["input_ids"])
-        mask = torch.cat([torch.ones(b, L, dtype=torch.long), enc["attention_mask"]], 1)
-        labels = tok(list(answers), padding=True, return_tensors="pt")["input_ids"]
-        labels[labels == tok.pad_token_id] = -100
-        return model(inputs_embeds=torch.cat([prefix, embeds], 1), attention_mask=mask, labels=labels).loss
-    seqs, labs = [], []
-    for p, a in zip(prompts, answers):
-        p_ids = backbone.tokenize(p)
-        a_ids = backbone.tokenize(a) + [tok.eos_token_id]
-        seqs.append(p_ids + a_ids)
-        labs.append([-100] * len(p_ids) + a_ids)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((b, width), tok.pad_token_id)
-    labels = torch.full((b, L + width), -100)
-    attn = torch.zeros(b, L + width, dtype=torch.long)
-    for i, (s, lab) in enumerate(zip(seqs, labs)):       # right padding while training
-        ids[i, : len(s)] = torch.tensor(s)
-        labels[i, L: L + len(lab)] = torch.tensor(lab)
-        attn[i, : L + len(s)] = 1
-    embeds = torch.cat([prefix, model.get_input_embeddings()(ids)], 1)
-    return model(inputs_embeds=embeds, attention_mask=attn, labels=labels).loss
 
 
 def attach_bridge(backbone: Backbone, cfg: TapPerConfig) -> Backbone:

@@ -1,0 +1,140 @@
+"""Benchmark (issue 6): PPlug per population against the retrieval baselines, same questions.
+
+For every population of the demo data: encode the population's history items once (frozen
+all-MiniLM-L6-v2, vectors cached on disk by content hash), train PPlug (input encoder,
+projectors, instruction embedding) on the population's history items, and evaluate it on
+the population's time-based test questions next to non-personalized, BM25-k and dense-k
+on the same questions. Then reload the vector cache from disk and encode every item again:
+a second run encodes nothing.
+
+`--new-users` instead uses the user-based split: PPlug is trained on the population's
+user/train users only and evaluated on their user/train questions (seen users; those
+questions are not training examples) and on user/test questions (users never seen).
+
+Needs `persona pipeline` (or `persona train backbone`) to have run.
+
+    python bench/pplug.py [--task LaMP-2] [--epochs 2] [--ablation none|mean|no-instruction|retrieval]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
+    ap.add_argument("--epochs", type=int, default=None, help="passes over the history items (default: params.yaml)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate of the projectors (default: params.yaml)")
+    ap.add_argument("--ablation", choices=["none", "mean", "no-instruction", "retrieval"], default="none",
+                    help="mean: mean pooling instead of input-aware weights; no-instruction: user token only; "
+                         "retrieval: PPlug plus the top-1 BM25 item in the prompt")
+    ap.add_argument("--history-deletion", type=int, default=None,
+                    help="extra copies per example with 1-50%% of its history deleted (aggr_id.py)")
+    ap.add_argument("--bridge-rank", type=int, default=None,
+                    help="0: frozen backbone as in the paper; r>0: a shared LoRA bridge (default: params.yaml)")
+    ap.add_argument("--populations", nargs="+", help="only these populations (default: all)")
+    ap.add_argument("--new-users", action="store_true", help="user-based split: seen against never-seen users")
+    ap.add_argument("--baselines", nargs="+", default=["non-personalized", "bm25-1", "bm25-4", "dense-1", "dense-4"],
+                    help="baselines evaluated on the same questions")
+    ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON result goes")
+    args = ap.parse_args()
+
+    import flows  # noqa: F401  (environment defaults)
+    from components.config import load_profile
+    from components.evaluation.harness import evaluate
+    from components.lamp.history import history_examples
+    from components.lamp.io import read_golds, read_questions
+    from components.lamp.splits import split_files
+    from components.lamp.tasks import get_task
+    from components.methods import build_method
+    from components.methods.pplug.method import history_text, recent, train_pplug
+    from components.retrieval.cache import VectorCache
+    from components.retrieval.encoder import SentenceEncoder
+    from components.tracking import mlflow_tracking
+    from components.tracking.mlflow_tracking import resolve_backbone
+
+    spec = get_task(args.task)
+    settings = load_profile(None, ROOT / "params.yaml").pplug
+    cfg, tcfg = settings.configs(ablation=args.ablation, epochs=args.epochs, lr=args.lr,
+                                 history_deletion=args.history_deletion, bridge_rank=args.bridge_rank)
+    mlflow_tracking.configure(ROOT)
+    base, uri = resolve_backbone(spec.name, None, ROOT)
+    pops = json.loads((ROOT / "data" / "prepared" / spec.name / "populations.json").read_text())["populations"]
+
+    def load(split):
+        qfile, ofile = split_files(spec.name, split, ROOT / "data")
+        return read_questions(qfile, spec), read_golds(ofile, spec)
+
+    if args.new_users:
+        train_q, train_g = load("user/train")
+        history = train_q
+        evals = {"seen users": (train_q, train_g), "new users": load("user/test")}
+    else:
+        tr, _ = load("time/train")
+        dev, _ = load("time/dev")
+        history = tr + dev
+        evals = {"time/test": load("time/test")}
+
+    encoder = SentenceEncoder.default()
+    cache_root = Path(tempfile.mkdtemp(prefix="pplug-vectors-"))
+    rows: dict[str, dict[str, list]] = {}
+    costs_all = []
+    for pop in args.populations or sorted(set(pops.values())):
+        members = {u for u, p in pops.items() if p == pop}
+        examples = list(history_examples(spec, [q for q in history if q.user_key in members]))
+        backbone, _ = resolve_backbone(spec.name, uri, ROOT)
+        cache = VectorCache(cache_root, encoder.fingerprint)
+        method, losses, costs = train_pplug(backbone, spec, examples, cfg, tcfg, encoder, cache, progress=True)
+        # a second run with unchanged data: a fresh cache object reads the shards back from disk
+        texts = [history_text(spec, p, cfg.history_with_output) for q, _ in examples
+                 for p in recent(q.profile, cfg.max_history)]
+        again = VectorCache(cache_root, encoder.fingerprint)
+        t0 = time.perf_counter()
+        again.encode(texts, encoder)
+        costs.update(second_run_items_encoded=again.misses, second_run_hit_rate=again.hit_rate,
+                     second_run_seconds=time.perf_counter() - t0, population=pop, users=len(members),
+                     examples=len(examples), final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])))
+        costs_all.append(costs)
+        print(f"{pop}: {len(members)} users, {len(examples)} examples, {costs['items_encoded']} items encoded at "
+              f"{costs['items_per_second']:.0f} items/s, trained in {costs['train_seconds']:.0f}s, final loss "
+              f"{costs['final_loss']:.3f}; second run encoded {again.misses} (hit rate {again.hit_rate:.0%})",
+              flush=True)
+        for label, (questions, golds) in evals.items():
+            qs = [q for q in questions if q.user_key in members]
+            if not qs:
+                continue
+            rows.setdefault(label, {}).setdefault(method.name + ("" if args.ablation in ("none", "retrieval")
+                                                                 else f"-{args.ablation}"), []).append(
+                evaluate(method, None, spec, qs, golds, progress=False))
+            for name in args.baselines:
+                rows[label].setdefault(name, []).append(evaluate(build_method(name), base, spec, qs, golds,
+                                                                 progress=False))
+    metric = spec.primary_metric
+    result = {"task": spec.name, "metric": metric, "ablation": args.ablation, "new_users": args.new_users,
+              "settings": settings.model_dump(), "costs": costs_all, "quality": {}}
+    for label, by_method in rows.items():
+        print(f"\n{spec.name}, {label}, {metric} (all populations' questions)")
+        for name, results in by_method.items():
+            n = sum(r.n for r in results)
+            value = sum(r.metrics[metric] * r.n for r in results) / n
+            result["quality"].setdefault(label, {})[name] = {"n": n, metric: value}
+            print(f"  {name:<22} {value:.3f}  (n={n})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = (f"pplug-{spec.name}-{'new-users' if args.new_users else 'time'}-{args.ablation}"
+            f"-bridge{cfg.bridge_rank}.json")
+    (out / name).write_text(json.dumps(result, indent=2))
+    print(f"\nwritten {out / name}")
+
+
+if __name__ == "__main__":
+    main()

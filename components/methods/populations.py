@@ -1,0 +1,76 @@
+"""What every per-population method shares: the population's members and training
+examples (from the prepared data), and registering a trained population model in MLflow
+as `<kind>-<task>-<population>` (a pyfunc "models from code" with the population
+directory as its artifact, the frozen backbone referenced by URI, not copied)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from components.lamp.history import history_examples
+from components.lamp.io import read_questions
+from components.lamp.tasks import get_task
+
+POPULATION_PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.23,<6", "peft>=0.21,<0.22", "safetensors"]
+
+
+def population_members(task: str, population: str, repo: str | Path = ".") -> list[str]:
+    pops = json.loads((Path(repo) / "data" / "prepared" / get_task(task).name / "populations.json").read_text())
+    members = sorted(u for u, p in pops["populations"].items() if p == population)
+    if not members:
+        raise KeyError(f"no users in population {population!r} of {task}; known: {sorted(pops['sizes'])}")
+    return members
+
+
+def population_examples(task: str, members: list[str], repo: str | Path = "."):
+    """Each member's history items (from their time/train and time/dev questions) as examples."""
+    from components.lamp.splits import split_files
+
+    spec = get_task(task)
+    keep = set(members)
+    questions = []
+    for split in ("time/train", "time/dev"):
+        questions += [q for q in read_questions(split_files(spec.name, split, Path(repo) / "data")[0], spec)
+                      if q.user_key in keep]
+    return list(history_examples(spec, questions))
+
+
+def register_population_model(kind: str, task: str, population: str, save: Callable[[Path], object],
+                              pyfunc_code: Path, backbone_uri: str, params: dict, metrics: dict,
+                              losses: list[float], params_hash: str, repo: str | Path = ".") -> dict:
+    """Save the population model with `save(dir)`, log and register it, tag the version."""
+    import mlflow
+
+    from components.tracking import mlflow_tracking
+
+    spec = get_task(task)
+    name = f"{kind}-{spec.name}-{population}"
+    tags = mlflow_tracking.standard_tags(repo, backbone=backbone_uri, population=population, kind=kind,
+                                         params_hash=params_hash)
+    mlflow_tracking.experiment(spec.name, repo)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    try:
+        save(work / "population")
+        with mlflow.start_run(run_name=f"train-{name}", tags=tags) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            for step, value in enumerate(losses):
+                mlflow.log_metric("train_loss", value, step=step)
+            info = mlflow.pyfunc.log_model(
+                name=kind.replace("-", "_"), python_model=str(pyfunc_code),
+                artifacts={"population": str(work / "population")},
+                code_paths=[str(Path(__file__).resolve().parents[1])],
+                pip_requirements=POPULATION_PIP_REQUIREMENTS, registered_model_name=name,
+                model_config={"backbone_uri": backbone_uri, "task": spec.name})
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}",
+                "run_id": run.info.run_id, "final_loss": losses[-1] if losses else None}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
