@@ -153,6 +153,49 @@ def cmd_train_populations(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- persona storage ... ----------------------------------------------------------------
+
+def cmd_storage_s3(args: argparse.Namespace) -> int:
+    from components.storage.s3 import S3Location, StorageError, configure_dvc_remote, ensure_bucket
+
+    try:
+        dvc_loc = S3Location.parse(args.dvc_url, args.endpoint_url)
+        configure_dvc_remote(".", dvc_loc, args.remote_name)
+        print(f"DVC remote {args.remote_name!r} -> {dvc_loc.url}" + (f" at {args.endpoint_url}" if args.endpoint_url else ""))
+        if args.mlflow_url:
+            ml_loc = S3Location.parse(args.mlflow_url, args.endpoint_url)
+            ensure_bucket(ml_loc)
+            print("MLflow artifacts: export these (or start `mlflow server --artifacts-destination "
+                  f"{ml_loc.url}`)\n  export PERSONA_MLFLOW_ARTIFACTS={ml_loc.url}")
+            if args.endpoint_url:
+                print(f"  export MLFLOW_S3_ENDPOINT_URL={args.endpoint_url}")
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --- persona registry ... -------------------------------------------------------------
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from components.tracking import mlflow_tracking, registry
+
+    mlflow_tracking.configure(".")
+    try:
+        if args.action == "show":
+            print(json.dumps(registry.show(args.name), indent=2))
+        elif args.action == "promote":
+            d = registry.promote(args.name, args.version)
+            print(f"{args.name} version {d.version}: {'promoted to champion' if d.promoted else 'not promoted'} "
+                  f"({d.reason})")
+        else:
+            print(f"{args.name}: champion is now version {registry.rollback(args.name)}")
+    except registry.RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # --- persona params -------------------------------------------------------------------
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -269,6 +312,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", help="params.yaml profile (settings: its `"
                                          f"{method.replace('-', '_')}` section)")
         p.set_defaults(func=cmd_train_populations, method=method)
+
+    st = sub.add_parser("storage", help="remote storage: the DVC remote and MLflow artifacts on S3")
+    ssub = st.add_subparsers(dest="storage_command", required=True, metavar="SUBCOMMAND")
+    p = ssub.add_parser("s3", help="create the buckets and point the DVC remote at S3 (credentials: the "
+                                   "standard AWS_* variables, never written to tracked files)")
+    p.add_argument("--dvc-url", required=True, help="s3://bucket/prefix for the DVC remote")
+    p.add_argument("--mlflow-url", help="s3://bucket/prefix for MLflow artifacts (prints the variables to export)")
+    p.add_argument("--endpoint-url", help="S3 endpoint of a non-AWS store, e.g. http://127.0.0.1:5055")
+    p.add_argument("--remote-name", default="s3", help="name of the DVC remote (made the default)")
+    p.set_defaults(func=cmd_storage_s3)
+
+    rg = sub.add_parser("registry", help="the MLflow model registry: champion/challenger, promotion, rollback")
+    rsub = rg.add_subparsers(dest="registry_command", required=True, metavar="SUBCOMMAND")
+    p = rsub.add_parser("show", help="aliases, versions, validation metrics and promotion decisions of a model")
+    p.add_argument("name", help="registered model name, e.g. tap-per-LaMP-2-p0 or backbone-LaMP-2")
+    p.set_defaults(func=cmd_registry, action="show")
+    p = rsub.add_parser("promote", help="move 'champion' to a version if it is at least as good as the current "
+                                        "champion on the validation set (per the task's metric direction)")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("--version", help="the version to consider (default: the 'challenger' alias)")
+    p.set_defaults(func=cmd_registry, action="promote")
+    p = rsub.add_parser("rollback", help="move 'champion' back to the previous champion")
+    p.add_argument("name", help="registered model name")
+    p.set_defaults(func=cmd_registry, action="rollback")
 
     p = sub.add_parser("params", help="per-user and total trainable parameters of every method at N users")
     p.add_argument("--users", type=int, nargs="+", default=[1, 100, 1000, 1_000_000],

@@ -45,7 +45,7 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
     """Save the population model with `save(dir)`, log and register it, tag the version."""
     import mlflow
 
-    from components.tracking import mlflow_tracking
+    from components.tracking import mlflow_tracking, registry
 
     spec = get_task(task)
     name = f"{kind}-{spec.name}-{population}"
@@ -70,6 +70,7 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
         client = mlflow.MlflowClient()
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
+        registry.mark_challenger(name, version)
         return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}",
                 "run_id": run.info.run_id, "final_loss": losses[-1] if losses else None}
     finally:

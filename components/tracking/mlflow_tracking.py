@@ -1,7 +1,10 @@
 """Where runs go, what they are tagged with, and how backbones are registered.
 
 Default store: SQLite at `.state/mlflow.db` with artifacts in `.state/mlartifacts`
-(`MLFLOW_TRACKING_URI` overrides both, e.g. a real `mlflow server`).
+(`MLFLOW_TRACKING_URI` overrides both, e.g. a real `mlflow server`; a server is checked
+with bounded retries and a clear error). `PERSONA_MLFLOW_ARTIFACTS=s3://bucket/prefix`
+puts new experiments' artifacts straight on S3 (with `MLFLOW_S3_ENDPOINT_URL` for a
+non-AWS endpoint and the standard AWS credential variables).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ log = logging.getLogger(__name__)
 BACKBONE_PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.23,<6", "safetensors", "tokenizers"]
 
 
-def configure(repo: str | Path = ".") -> str:
-    """Point MLflow at the tracking store and return its URI."""
+class TrackingUnavailable(RuntimeError):
+    pass
+
+
+def configure(repo: str | Path = ".", attempts: int = 4, backoff: float = 1.0) -> str:
+    """Point MLflow at the tracking store and return its URI (a server must answer /health)."""
     import mlflow
 
     state = Path(repo).resolve() / ".state"
@@ -27,8 +34,32 @@ def configure(repo: str | Path = ".") -> str:
     if not uri:
         state.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{state / 'mlflow.db'}"
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")     # bounded, not MLflow's 7
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        check_server(uri, attempts, backoff)
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def check_server(uri: str, attempts: int = 4, backoff: float = 1.0) -> None:
+    import time
+    import urllib.request
+
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError as exc:
+            reason = type(exc).__name__
+        else:
+            reason = f"HTTP {r.status}"
+        if attempt < attempts:
+            log.warning("MLflow server %s not answering (%s), retry %d/%d", uri, reason, attempt, attempts)
+            time.sleep(backoff * 2 ** (attempt - 1))
+    raise TrackingUnavailable(f"cannot reach the MLflow server at {uri} after {attempts} attempts ({reason}); "
+                              "start it (infra/local/mlflow-server.sh) or unset MLFLOW_TRACKING_URI")
 
 
 def experiment(task: str, repo: str | Path = ".") -> str:
@@ -41,7 +72,9 @@ def experiment(task: str, repo: str | Path = ".") -> str:
     if exp is None:
         location = None                      # a tracking server chooses its own artifact store
         uri = mlflow.get_tracking_uri()
-        if uri.startswith("sqlite:///"):     # a local database keeps its artifacts beside it
+        if os.environ.get("PERSONA_MLFLOW_ARTIFACTS"):   # artifacts straight to S3 (or any store)
+            location = f"{os.environ['PERSONA_MLFLOW_ARTIFACTS'].rstrip('/')}/{name}"
+        elif uri.startswith("sqlite:///"):   # a local database keeps its artifacts beside it
             location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name).resolve().as_uri()
         exp_id = mlflow.create_experiment(name, artifact_location=location)
     else:
@@ -86,6 +119,9 @@ def register_backbone(model_dir: str | Path, task: str, tags: dict[str, str], me
     version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(f"backbone-{task}", version, key, value)
+    from components.tracking.registry import mark_challenger
+
+    mark_challenger(f"backbone-{task}", version)
     return {"name": f"backbone-{task}", "version": version, "run_id": run.info.run_id,
             "model_uri": f"models:/backbone-{task}/{version}"}
 
