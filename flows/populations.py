@@ -2,8 +2,10 @@
 
 One model per (task, population), trained as mapped Prefect tasks within a concurrency
 limit (`<method>.max_parallel` in params.yaml), each registered in MLflow as
-`<method>-<task>-<population>`. A task is cached by its backbone, the data version, the
-method's settings section and the code version, so an unchanged rerun trains nothing.
+`<method>-<task>-<population>`. A task is cached by its backbone, the population's own data (members and their history,
+`population_fingerprint`), the method's settings section, the code version and the
+tracking store, so an unchanged rerun trains nothing and a data change retrains only the
+populations it touched.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ METHODS = {"tap-per": ("tap_per", "components.methods.tap_per.population"),
 
 
 @task(retries=1, retry_delay_seconds=5, persist_result=True,
-      cache_key_fn=input_cache_key("method", "task_name", "population", "backbone_uri", "data_version",
-                                   "settings_hash", "code"))
+      cache_key_fn=input_cache_key("method", "task_name", "population", "backbone_uri", "population_data",
+                                   "settings_hash", "code", "tracking"))
 def train_population_task(method: str, task_name: str, population: str, backbone_uri: str, repo: str,
-                          profile_name: str, data_version: str, settings_hash: str, code: str) -> dict:
+                          profile_name: str, population_data: str, settings_hash: str, code: str,
+                          tracking: str) -> dict:
     import importlib
 
     profile = load_profile(profile_name, f"{repo}/params.yaml")
@@ -36,7 +39,8 @@ def train_population_task(method: str, task_name: str, population: str, backbone
 
 
 def _train_populations(method: str, backbones: dict, repo: str, profile_name: str | None) -> dict:
-    from components.storage.dvc import data_version
+    from components.methods.populations import population_fingerprint
+    from components.tracking.mlflow_tracking import configure
 
     profile = load_profile(profile_name, f"{repo}/params.yaml")
     jobs = []
@@ -45,9 +49,24 @@ def _train_populations(method: str, backbones: dict, repo: str, profile_name: st
         jobs += [(task_name, p) for p in sorted(pops["sizes"])]
     futures = train_population_task.map(
         unmapped(method), [t for t, _ in jobs], [p for _, p in jobs], [backbones[t]["model_uri"] for t, _ in jobs],
-        unmapped(repo), unmapped(profile.name), unmapped(data_version(repo)),
-        unmapped(profile.section_hash(METHODS[method][0])), unmapped(code_version("components")))
+        unmapped(repo), unmapped(profile.name), [population_fingerprint(t, p, repo) for t, p in jobs],
+        unmapped(profile.section_hash(METHODS[method][0])), unmapped(code_version("components")),
+        unmapped(configure(repo)))
     return {f"{t}/{p}": f.result() for (t, p), f in zip(jobs, futures)}
+
+
+@task(retries=1, retry_delay_seconds=5)
+def promote_population(method: str, reg: dict, key: str, repo: str) -> dict:
+    """Validate a (new or cached) population model on time/dev and apply the promotion rule."""
+    from components.methods.populations import validate_and_promote
+    from components.tracking.mlflow_tracking import configure
+
+    configure(repo)
+    task_name, population = key.split("/")
+    decision = validate_and_promote(method, reg, task_name, population, repo)
+    print(f"{reg['name']} v{reg['version']}: {'champion' if decision['promoted'] else 'kept the champion'} "
+          f"({decision['reason']})")
+    return decision
 
 
 @flow(name="train_tap_per", log_prints=True)

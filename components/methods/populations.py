@@ -5,6 +5,7 @@ directory as its artifact, the frozen backbone referenced by URI, not copied).""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -75,3 +76,54 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
                 "run_id": run.info.run_id, "final_loss": losses[-1] if losses else None}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def population_fingerprint(task: str, population: str, repo: str | Path = ".") -> str:
+    """A content hash of what a population model trains on: its members and their history
+    items. Retraining keys on it, so only populations whose data changed are retrained."""
+    members = population_members(task, population, repo)
+    digest = hashlib.sha256("|".join(members).encode())
+    for q, gold in population_examples(task, members, repo):
+        digest.update(json.dumps([q.user_key, q.input, gold, [p.to_json() for p in q.profile][-1:]],
+                                 sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_population_method(kind: str, model_uri: str, backbone):
+    """A registered population model as a `Method` (its directory fetched from MLflow)."""
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri)) / "artifacts" / "population"
+    if kind == "tap-per":
+        from components.methods.tap_per.method import TapPerMethod
+
+        return TapPerMethod.load(local, backbone)
+    if kind == "pplug":
+        from components.methods.pplug.method import PPlugMethod
+
+        return PPlugMethod.load(local, backbone)
+    raise ValueError(f"unknown population method {kind!r}")
+
+
+def validate_and_promote(kind: str, reg: dict, task: str, population: str, repo: str | Path = ".",
+                         split: str = "time/dev") -> dict:
+    """Score a registered version on the fixed validation split (the population's users'
+    questions), record it on the version, then apply the promotion rule."""
+    import mlflow
+
+    from components.evaluation.harness import evaluate
+    from components.lamp.io import read_golds
+    from components.lamp.splits import split_files
+    from components.tracking import mlflow_tracking, registry
+
+    spec = get_task(task)
+    version = mlflow.MlflowClient().get_model_version(reg["name"], reg["version"])
+    if "validation_metrics" not in version.tags:
+        members = set(population_members(spec.name, population, repo))
+        qfile, ofile = split_files(spec.name, split, Path(repo) / "data")
+        questions = [q for q in read_questions(qfile, spec) if q.user_key in members]
+        backbone, _ = mlflow_tracking.resolve_backbone(spec.name, version.tags["backbone"], repo)
+        method = load_population_method(kind, reg["model_uri"], backbone)
+        result = evaluate(method, None, spec, questions, read_golds(ofile, spec), split=split, progress=False)
+        registry.record_validation(reg["name"], reg["version"], spec.name, result.metrics, split)
+    return registry.promote(reg["name"], reg["version"]).to_dict()
