@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
-    ap.add_argument("--epochs", type=int, default=None, help="passes over the history items (default: params.yaml)")
+    ap.add_argument("--epochs", type=int, default=2, help="passes over all the population's history items")
     ap.add_argument("--lr", type=float, default=None, help="learning rate of the projectors (default: params.yaml)")
     ap.add_argument("--ablation", choices=["none", "mean", "no-instruction", "retrieval"], default="none",
                     help="mean: mean pooling instead of input-aware weights; no-instruction: user token only; "

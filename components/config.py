@@ -115,6 +115,7 @@ class TapPerSettings(_Strict):
     bridge_rank: int = Field(4, ge=1)
     bridge_roles: str = "qkv"
     max_records: int = Field(16, ge=1)
+    max_examples: int | None = Field(None, ge=1, description="cap on training items per population")
     epochs: int = Field(4, ge=1)
     lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(16, ge=1)
@@ -146,6 +147,7 @@ class PPlugSettings(_Strict):
     learn_attention_scale: bool = False
     projection: str = Field("mlp", pattern="^(mlp|vocab)$")
     bridge_rank: int = Field(0, ge=0, description="0: frozen LLM (paper); r: shared LoRA on q,k,v")
+    max_examples: int | None = Field(None, ge=1, description="cap on training items per population")
     epochs: int = Field(2, ge=1)
     lr: float = Field(3e-3, gt=0)
     encoder_lr: float = Field(5e-5, gt=0)

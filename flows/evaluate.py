@@ -15,15 +15,31 @@ from flows.caching import code_version, input_cache_key
 
 @task(retries=2, retry_delay_seconds=5, persist_result=True,
       cache_key_fn=input_cache_key("method", "task_name", "split", "backbone_uri", "data_version",
-                                   "settings_hash", "code"))
+                                   "settings_hash", "code", "models"))
 def evaluate_method(method: str, task_name: str, split: str, backbone_uri: str, repo: str,
-                    profile_name: str, data_version: str, settings_hash: str, code: str) -> dict:
+                    profile_name: str, data_version: str, settings_hash: str, code: str, models: str = "") -> dict:
     from components.evaluation.run import EvalRequest, run_evaluation
 
     profile = load_profile(profile_name, f"{repo}/params.yaml")
     req = EvalRequest(method=method, task=task_name, split=split, backbone_uri=backbone_uri,
                       batch_size=profile.evaluation.batch_size, num_beams=profile.evaluation.num_beams)
     return run_evaluation(req, profile.name, repo, reports=f"{repo}/reports", progress=False)
+
+
+def serving_models(method: str, task_name: str, repo: str) -> str:
+    """For a per-population method, the registered versions it will load (a cache-key part:
+    a new champion means a new evaluation); empty for baselines."""
+    import json
+    from pathlib import Path
+
+    from components.methods.populations import POPULATION_METHODS, serving_version
+    from components.tracking.mlflow_tracking import configure
+
+    if method not in POPULATION_METHODS:
+        return ""
+    configure(repo)
+    pops = json.loads((Path(repo) / "data" / "prepared" / task_name / "populations.json").read_text())["sizes"]
+    return ",".join(f"{p}:{serving_version(f'{method}-{task_name}-{p}')}" for p in sorted(pops))
 
 
 @flow(name="evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
@@ -38,6 +54,7 @@ def evaluate(backbones: dict, repo: str = ".", profile_name: str | None = None) 
     futures = evaluate_method.map(
         [m for m, _ in jobs], [t for _, t in jobs], unmapped(profile.evaluation.split),
         [backbones[t]["model_uri"] for _, t in jobs], unmapped(repo), unmapped(profile.name),
-        unmapped(version), unmapped(settings), unmapped(code))
+        unmapped(version), unmapped(settings), unmapped(code),
+        [serving_models(m, t, repo) for m, t in jobs])
     results = [f.result() for f in futures]
     return {f"{r['task']}/{r['method']}": r for r in results}

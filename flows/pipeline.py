@@ -1,6 +1,9 @@
-"""The main job (README command (a)): data -> backbone -> evaluation of every configured
-method on every task -> comparison tables. Later issues add Attn-GS, TAP-PER, PPlug,
-registration and promotion as further steps of this same flow."""
+"""The main job (README command (a)): data -> backbone -> per-population TAP-PER and
+PPlug (registered, validated on time/dev, promoted) -> evaluation of every configured
+method on every task -> comparison tables. Attn-GS joins as a step when issue 4 lands.
+
+Which per-population methods are trained is read from `evaluation.methods` (a method that
+is evaluated is trained first)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.backbone import train_backbone
 from flows.data import data_flow
 from flows.evaluate import evaluate
+from flows.populations import promote_population, train_limited
 
 
 @task(cache_policy=NO_CACHE)
@@ -42,13 +46,15 @@ def write_report(repo: str) -> dict:
     return tables
 
 
-def _summarise(data: dict, backbones: dict, tables: dict) -> str:
+def _summarise(data: dict, backbones: dict, decisions: dict, tables: dict) -> str:
     lines = [f"data version {data['data_version']}  (dvc push: {data['push']})"]
     for task_name, splits in data["validation"]["tasks"].items():
         verdict = "ok" if all(s["success"] for s in splits.values()) else "FAILED"
         prep = data["prepared"][task_name]
         lines.append(f"{task_name}: validation {verdict}; users {prep['users']}; populations "
                      f"{prep['populations']}; backbone {backbones[task_name]['model_uri']}")
+    for key, d in sorted(decisions.items()):
+        lines.append(f"{d['name']} v{d['version']}: {'champion' if d['promoted'] else 'not promoted'} ({d['reason']})")
     for task_name, table in tables.items():
         lines += ["", f"## {task_name}", table]
     lines += ["", "outputs: data/ (DVC), reports/summary.json, reports/comparison-*.{md,png}, "
@@ -58,9 +64,16 @@ def _summarise(data: dict, backbones: dict, tables: dict) -> str:
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(repo: str = ".", push: bool = True) -> dict:
+    from components.config import load_profile
+    from components.methods.populations import POPULATION_METHODS
+
     data = data_flow(repo=repo, push=push)
     backbones = train_backbone(repo=repo)
+    decisions = {}
+    for method in [m for m in load_profile(None, f"{repo}/params.yaml").evaluation.methods if m in POPULATION_METHODS]:
+        for key, reg in train_limited(method, backbones, repo).items():
+            decisions[f"{method}:{key}"] = promote_population(method, reg, key, repo)
     results = evaluate(backbones, repo=repo)
     tables = write_report(repo)
-    return {"data": data, "backbones": backbones, "evaluations": results,
-            "text": _summarise(data, backbones, tables)}
+    return {"data": data, "backbones": backbones, "promotions": decisions, "evaluations": results,
+            "text": _summarise(data, backbones, decisions, tables)}

@@ -32,15 +32,18 @@ def run_evaluation(req: EvalRequest, profile: str, repo: str | Path = ".", repor
     from components.evaluation.harness import evaluate
     from components.evaluation.summary import update_summary
     from components.methods import build_method
+    from components.methods.populations import POPULATION_METHODS
     from components.tracking import mlflow_tracking
 
     spec = get_task(req.task)
-    method = build_method(req.method, num_beams=req.num_beams)
+    if req.method not in POPULATION_METHODS:
+        build_method(req.method)                          # an unknown name fails before any work
     qfile, ofile = split_files(spec.name, req.split, Path(repo) / "data")
     questions = read_questions(qfile, spec)[: req.limit]
     golds = read_golds(ofile, spec) if ofile.exists() else {}
     mlflow_tracking.configure(repo)
     backbone, uri = mlflow_tracking.resolve_backbone(spec.name, req.backbone_uri, repo)
+    method = build_method(req.method, task=spec.name, backbone=backbone, repo=repo, num_beams=req.num_beams)
     out_file = Path(reports) / "predictions" / spec.name / f"{req.method}__{req.split.replace('/', '-')}.json"
     result = evaluate(method, backbone, spec, questions, golds, req.split, req.batch_size, out_file, progress)
     mlflow_tracking.experiment(spec.name, repo)

@@ -15,6 +15,9 @@ from pathlib import Path
 from components.lamp.history import history_examples
 from components.lamp.io import read_questions
 from components.lamp.tasks import get_task
+from components.methods.base import Method, Prediction
+
+POPULATION_METHODS = ("tap-per", "pplug")
 
 POPULATION_PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.23,<6", "peft>=0.21,<0.22", "safetensors"]
 
@@ -27,8 +30,9 @@ def population_members(task: str, population: str, repo: str | Path = ".") -> li
     return members
 
 
-def population_examples(task: str, members: list[str], repo: str | Path = "."):
-    """Each member's history items (from their time/train and time/dev questions) as examples."""
+def population_examples(task: str, members: list[str], repo: str | Path = ".", max_examples: int | None = None):
+    """Each member's history items (from their time/train and time/dev questions) as examples;
+    with `max_examples`, the most recent items of every member, cut evenly across members."""
     from components.lamp.splits import split_files
 
     spec = get_task(task)
@@ -37,7 +41,14 @@ def population_examples(task: str, members: list[str], repo: str | Path = "."):
     for split in ("time/train", "time/dev"):
         questions += [q for q in read_questions(split_files(spec.name, split, Path(repo) / "data")[0], spec)
                       if q.user_key in keep]
-    return list(history_examples(spec, questions))
+    examples = list(history_examples(spec, questions))
+    if max_examples is None or len(examples) <= max_examples:
+        return examples
+    by_user: dict[str, list] = {}
+    for q, gold in examples:                     # each user's items come oldest first
+        by_user.setdefault(q.user_key, []).append((q, gold))
+    per_user = max(1, max_examples // max(1, len(by_user)))
+    return [ex for user in sorted(by_user) for ex in by_user[user][-per_user:]][:max_examples]
 
 
 def register_population_model(kind: str, task: str, population: str, save: Callable[[Path], object],
@@ -127,3 +138,57 @@ def validate_and_promote(kind: str, reg: dict, task: str, population: str, repo:
         result = evaluate(method, None, spec, questions, read_golds(ofile, spec), split=split, progress=False)
         registry.record_validation(reg["name"], reg["version"], spec.name, result.metrics, split)
     return registry.promote(reg["name"], reg["version"]).to_dict()
+
+
+class PopulationRouter(Method):
+    """One method per population behind the common interface: each question goes to the
+    model of its user's population (from the data plane's `populations.json`)."""
+
+    def __init__(self, name: str, methods: dict[str, Method], populations: dict[str, str]):
+        self.name, self.methods, self.populations = name, methods, populations
+        self.per_user_params = max((m.per_user_params for m in methods.values()), default=0)
+
+    def predict(self, backbone, spec, questions) -> list[Prediction]:
+        groups: dict[str, list[int]] = {}
+        for i, q in enumerate(questions):
+            pop = self.populations.get(q.user_key)
+            if pop not in self.methods:
+                raise KeyError(f"user {q.user_key!r} (question {q.id}) has no population with a {self.name} "
+                               f"model; known populations: {sorted(self.methods)}")
+            groups.setdefault(pop, []).append(i)
+        out: list[Prediction | None] = [None] * len(questions)
+        for pop, idx in groups.items():
+            for i, pred in zip(idx, self.methods[pop].predict(backbone, spec, [questions[i] for i in idx])):
+                out[i] = pred
+        return out
+
+
+def serving_version(name: str) -> str:
+    """The version that serves: the champion, else the newest version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version)
+    except MlflowException:
+        versions = client.search_model_versions(f"name='{name}'")
+        if not versions:
+            raise KeyError(f"no registered model {name}: train it first (persona train "
+                           f"{name.split('-LaMP')[0]})") from None
+        return str(max(int(v.version) for v in versions))
+
+
+def load_router(kind: str, task: str, backbone, repo: str | Path = ".") -> PopulationRouter:
+    """Every population's serving model of `kind` for `task`, behind one router."""
+    import copy
+
+    spec = get_task(task)
+    pops = json.loads((Path(repo) / "data" / "prepared" / spec.name / "populations.json").read_text())
+    methods = {}
+    for pop in sorted(pops["sizes"]):
+        name = f"{kind}-{spec.name}-{pop}"
+        # adapters attach to the backbone they are loaded on: one copy per population
+        methods[pop] = load_population_method(kind, f"models:/{name}/{serving_version(name)}",
+                                              copy.deepcopy(backbone))
+    return PopulationRouter(kind, methods, pops["populations"])

@@ -1,5 +1,6 @@
-"""The main job end to end on a microscopic config: data -> backbone -> evaluation -> report,
-and a second run that reuses every cached result."""
+"""The main job end to end on a microscopic config: data -> backbone -> per-population
+TAP-PER and PPlug (registered, validated, promoted) -> evaluation -> report, and a second
+run that reuses every cached result."""
 
 import json
 
@@ -20,19 +21,27 @@ def test_pipeline_end_to_end_then_cached(tmp_path, prefect_api, monkeypatch):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     demo = params["profiles"]["demo"]
     demo["backbone"]["embedded"].update(TINY_EMBEDDED)
-    demo["evaluation"]["methods"] = ["non-personalized", "bm25-2", "full-context"]
+    methods = ["non-personalized", "bm25-2", "full-context", "tap-per", "pplug"]
+    demo["evaluation"]["methods"] = methods
+    demo["tap_per"].update({"epochs": 1, "prefix_length": 2, "max_examples": 40})
+    demo["pplug"].update({"epochs": 1, "max_history": 8, "max_examples": 40})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
 
     first = pipeline(repo=str(repo), push=False)
     summary = json.loads((repo / "reports" / "summary.json").read_text())
     assert set(summary["tasks"]) == {"LaMP-2", "LaMP-3"}
     for task in ("LaMP-2", "LaMP-3"):
-        assert set(summary["tasks"][task]["methods"]) == {"non-personalized", "bm25-2", "full-context"}
+        assert set(summary["tasks"][task]["methods"]) == set(methods)
+        assert summary["tasks"][task]["methods"]["tap-per"]["per_user_params"] > 0
+        assert summary["tasks"][task]["methods"]["pplug"]["per_user_params"] == 0
         assert (repo / "reports" / f"comparison-{task}.png").stat().st_size > 1000
         assert "| bm25-2 |" in (repo / "reports" / f"comparison-{task}.md").read_text()
     assert "## LaMP-3" in first["text"]
+    assert first["promotions"] and all(d["promoted"] for d in first["promotions"].values())   # first champions
 
     second = pipeline(repo=str(repo), push=False)
     assert second["backbones"] == first["backbones"]            # no retraining
+    assert {k: d["version"] for k, d in second["promotions"].items()} == \
+        {k: d["version"] for k, d in first["promotions"].items()}          # no population retrained
     assert {k: v["mlflow_run_id"] for k, v in second["evaluations"].items()} == \
         {k: v["mlflow_run_id"] for k, v in first["evaluations"].items()}   # no re-evaluation

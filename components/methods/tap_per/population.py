@@ -18,7 +18,7 @@ def train_and_register(task: str, population: str, profile: Profile, backbone_ur
     spec = get_task(task)
     mlflow_tracking.configure(repo)
     members = population_members(spec.name, population, repo)
-    examples = population_examples(spec.name, members, repo)
+    examples = population_examples(spec.name, members, repo, profile.tap_per.max_examples)
     backbone, uri = mlflow_tracking.resolve_backbone(spec.name, backbone_uri, repo)
     model_cfg, train_cfg = profile.tap_per.configs()
     bridged, prefix, index, losses = train_population(backbone, spec, examples, members, model_cfg,
