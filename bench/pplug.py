@@ -29,6 +29,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+class GoldTokens:
+    """Diagnostic, not a method: the gold answer's first two token embeddings as soft tokens."""
+
+    name, per_user_params = "oracle-2-tokens", 0
+
+    def __init__(self, golds):
+        self.golds = golds
+
+    def predict(self, backbone, spec, questions):
+        import torch
+
+        from components.methods.base import Prediction
+        from components.methods.pplug.model import token_norm
+
+        emb, norm = backbone.model.get_input_embeddings(), token_norm(backbone)
+        with torch.no_grad():
+            rows = []
+            for q in questions:
+                ids = (backbone.tokenize(self.golds[q.id]) + [backbone.tokenizer.eos_token_id])[:2]
+                v = emb(torch.tensor(ids))
+                rows.append(torch.nn.functional.normalize(v, dim=-1) * norm)
+            outs = backbone.generate([q.input for q in questions], spec.max_new_tokens, prefix=torch.stack(rows))
+        return [Prediction(q.id, o, 2, 2) for q, o in zip(questions, outs)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
@@ -45,6 +70,9 @@ def main() -> None:
     ap.add_argument("--new-users", action="store_true", help="user-based split: seen against never-seen users")
     ap.add_argument("--baselines", nargs="+", default=["non-personalized", "bm25-1", "bm25-4", "dense-1", "dense-4"],
                     help="baselines evaluated on the same questions")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also evaluate an oracle: the gold answer's first two token embeddings as the two soft "
+                         "tokens (a proxy for what two soft tokens can carry into this frozen backbone)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON result goes")
     args = ap.parse_args()
 
@@ -115,6 +143,9 @@ def main() -> None:
             rows.setdefault(label, {}).setdefault(method.name + ("" if args.ablation in ("none", "retrieval")
                                                                  else f"-{args.ablation}"), []).append(
                 evaluate(method, None, spec, qs, golds, progress=False))
+            if args.oracle:
+                rows[label].setdefault("oracle-2-tokens", []).append(
+                    evaluate(GoldTokens(golds), base, spec, qs, golds, progress=False))
             for name in args.baselines:
                 rows[label].setdefault(name, []).append(evaluate(build_method(name), base, spec, qs, golds,
                                                                  progress=False))

@@ -96,6 +96,8 @@ class EmbeddedSettings(_Strict):
 class BackboneSettings(_Strict):
     source: str = "embedded"
     train_split: str = "time/train"
+    processes: int = Field(1, ge=1, description="data-parallel training processes (torchrun; one per GPU)")
+    checkpoint_every: int = Field(100, ge=1, description="training steps between resumable checkpoints")
     embedded: EmbeddedSettings = EmbeddedSettings()
 
 

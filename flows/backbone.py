@@ -17,9 +17,24 @@ from flows.caching import code_version, input_cache_key
       cache_key_fn=input_cache_key("task_name", "data_version", "settings_hash", "code", "tracking"))
 def train_task_backbone(task_name: str, repo: str, profile_name: str, data_version: str,
                         settings_hash: str, code: str, tracking: str) -> dict:
+    profile = load_profile(profile_name, f"{repo}/params.yaml")
+    if profile.backbone.processes > 1:          # data parallel: torchrun, rank 0 registers
+        import json
+        import tempfile
+        from pathlib import Path
+
+        from components import distributed
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = Path(tmp) / "registration.json"
+            distributed.launch("components.backbone.train",
+                               ["--task", task_name, "--repo", repo, "--profile", profile.name,
+                                "--result-file", str(result), "--no-progress"],
+                               profile.backbone.processes, cwd=repo)
+            return json.loads(result.read_text())
     from components.backbone.train import train_and_register
 
-    return train_and_register(task_name, load_profile(profile_name, f"{repo}/params.yaml"), repo)
+    return train_and_register(task_name, profile, repo)
 
 
 @task(cache_policy=NO_CACHE)

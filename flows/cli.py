@@ -153,6 +153,20 @@ def cmd_train_populations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from components.evaluation.report import publish
+
+    try:
+        tables = publish(".", args.reports)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for task, table in tables.items():
+        print(f"## {task}\n{table}\n")
+    print(f"report: {args.reports}/report.md, {args.reports}/report.html (also in MLflow, run report-<task>)")
+    return 0
+
+
 # --- persona storage ... ----------------------------------------------------------------
 
 def cmd_storage_s3(args: argparse.Namespace) -> int:
@@ -200,19 +214,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 def cmd_params(args: argparse.Namespace) -> int:
     from components.config import load_profile
-    from components.methods.accounting import account, accounting_table, meta_llama
+    from components.methods.accounting import accounting_for
 
-    rows = []
-    for name in args.backbones:
-        if name == "demo":
-            e = load_profile(args.profile).backbone.embedded
-            model = meta_llama("demo", hidden_size=e.hidden_size, num_hidden_layers=e.layers,
-                               num_attention_heads=e.heads, num_key_value_heads=e.heads,
-                               intermediate_size=e.intermediate_size, vocab_size=512)
-        else:
-            model = meta_llama(name)
-        rows += account(model, name)
-    print(accounting_table(rows, args.users))
+    print(accounting_for(load_profile(args.profile).backbone.embedded, args.backbones, args.users))
     return 0
 
 
@@ -345,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(architectures built on the meta device: no weights needed)")
     p.add_argument("--profile", help="params.yaml profile (for the demo backbone's size)")
     p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("report", help="write reports/report.{md,html} (tables, Pareto plots, published numbers) "
+                                      "from reports/summary.json and log them to MLflow")
+    p.add_argument("--reports", default="reports", help="folder holding summary.json; the report goes there too")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("pipeline", help="run the main job (the Prefect pipeline) on the active profile")
     p.add_argument("--no-push", action="store_true", help="do not push data to the DVC remote")

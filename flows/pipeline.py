@@ -7,7 +7,6 @@ is evaluated is trained first)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -20,30 +19,10 @@ from flows.populations import promote_population, train_limited
 
 @task(cache_policy=NO_CACHE)
 def write_report(repo: str) -> dict:
-    """Markdown comparison table and bar chart per task, logged to MLflow."""
-    import json
+    """Comparison tables, bar charts, the report with Pareto plots; all logged to MLflow."""
+    from components.evaluation.report import publish
 
-    import mlflow
-
-    from components.evaluation.summary import bar_chart, comparison_table
-    from components.tracking import mlflow_tracking
-
-    reports = Path(repo) / "reports"
-    summary = json.loads((reports / "summary.json").read_text())
-    mlflow_tracking.configure(repo)
-    tables = {}
-    for task_name in summary["tasks"]:
-        table = comparison_table(summary, task_name)
-        md = reports / f"comparison-{task_name}.md"
-        md.write_text(f"# {task_name}\n\n{table}\n")
-        png = bar_chart(summary, task_name, reports / f"comparison-{task_name}.png")
-        mlflow_tracking.experiment(task_name, repo)
-        with mlflow.start_run(run_name=f"comparison-{task_name}",
-                              tags=mlflow_tracking.standard_tags(repo, kind="report")):
-            mlflow.log_artifact(str(md))
-            mlflow.log_artifact(str(png))
-        tables[task_name] = table
-    return tables
+    return publish(repo)
 
 
 def _summarise(data: dict, backbones: dict, decisions: dict, tables: dict) -> str:
@@ -57,7 +36,8 @@ def _summarise(data: dict, backbones: dict, decisions: dict, tables: dict) -> st
         lines.append(f"{d['name']} v{d['version']}: {'champion' if d['promoted'] else 'not promoted'} ({d['reason']})")
     for task_name, table in tables.items():
         lines += ["", f"## {task_name}", table]
-    lines += ["", "outputs: data/ (DVC), reports/summary.json, reports/comparison-*.{md,png}, "
+    lines += ["", "outputs: data/ (DVC), reports/summary.json, reports/report.{md,html}, reports/pareto-*.png, "
+              "reports/comparison-*.{md,png}, "
               "reports/predictions/; runs and models in MLflow (.state/mlflow.db unless MLFLOW_TRACKING_URI)"]
     return "\n".join(lines)
 

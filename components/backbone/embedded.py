@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from pathlib import Path
+
 import torch
 
 from components.backbone.model import Backbone
@@ -155,11 +157,31 @@ def _length_buckets(examples, tokens_per_microbatch: int):
         yield bucket
 
 
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)                       # a kill mid-write never leaves a torn checkpoint
+
+
 def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str],
-                            cfg: EmbeddedConfig, progress: bool = True) -> tuple[Backbone, dict]:
-    """Build the tokenizer and model from scratch and train them on `questions` (train users)."""
+                            cfg: EmbeddedConfig, progress: bool = True, checkpoint: Path | None = None,
+                            checkpoint_every: int = 100) -> tuple[Backbone, dict]:
+    """Build the tokenizer and model from scratch and train them on `questions` (train users).
+
+    Under `torchrun` every rank builds the same batch, trains on its slice, and the gradients
+    are summed across ranks: the update equals the single-process one (`components.distributed`).
+
+    With `checkpoint`, the whole training state (weights, optimizer, schedule, random
+    generators, step) is saved there every `checkpoint_every` steps, atomically; a run that
+    finds it resumes from that step and ends with the same weights as an uninterrupted run."""
     from tqdm.auto import tqdm
 
+    from components import distributed
+
+    ctx = distributed.init()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     tokenizer = build_tokenizer(corpus_of(spec, questions, golds), cfg.max_length)
@@ -169,6 +191,7 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
     if not train:
         raise ValueError(f"no training questions with gold outputs for {spec.name}")
     from_history = list(history_examples(spec, questions)) if cfg.history_examples else []
+    distributed.broadcast_parameters(model, ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     total = cfg.lm_steps + cfg.task_steps
 
@@ -179,8 +202,18 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.train()
-    losses, tokens_seen, start = [], 0, time.perf_counter()
-    bar = tqdm(range(total), desc=f"backbone {spec.name}", disable=not progress, mininterval=2)
+    losses, tokens_seen, start, first = [], 0, time.perf_counter(), 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        losses, tokens_seen, first = state["losses"], state["tokens_seen"], state["step"]
+        log.info("resuming %s backbone training at step %d/%d from %s", spec.name, first, total, checkpoint)
+    bar = tqdm(range(first, total), desc=f"backbone {spec.name}", disable=not progress or not ctx.is_main,
+               mininterval=2, initial=first, total=total)
     for step in bar:
         lm = step < cfg.lm_steps
         # curriculum: small k first, the maximum grows to k_max over the task phase
@@ -192,20 +225,26 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
         opt.zero_grad(set_to_none=True)
         loss_value, n_tokens = 0.0, 0
         total_labels = sum(sum(1 for x in lab[1:] if x != -100) for _, lab in batch)
-        for micro in _length_buckets(batch, cfg.tokens_per_microbatch):
+        for micro in _length_buckets(distributed.shard(batch, ctx), cfg.tokens_per_microbatch):
             ids, labels, mask = _batch(micro, tokenizer.pad_token_id)
             n_labels = int((labels[:, 1:] != -100).sum())
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss * (n_labels / total_labels)
             loss.backward()
             loss_value += float(loss.detach())
             n_tokens += int(mask.sum())
+        distributed.reduce_gradients(model.parameters(), ctx, average=False)   # losses are pre-scaled
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        tokens_seen += n_tokens
-        losses.append(loss_value)
+        tokens_seen += distributed.all_sum(n_tokens, ctx)
+        losses.append(distributed.all_sum(loss_value, ctx))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", phase="lm" if lm else "task")
+        if checkpoint is not None and ctx.is_main and (step + 1) % checkpoint_every == 0 and step + 1 < total:
+            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "scheduler": sched.state_dict(), "rng": rng.getstate(),
+                                          "torch_rng": torch.get_rng_state(), "losses": losses,
+                                          "tokens_seen": tokens_seen, "step": step + 1})
     model.eval()
     seconds = time.perf_counter() - start
     stats = {"history_examples": len(from_history), "train_seconds": seconds, "tokens_per_second": tokens_seen / seconds, "steps": total,

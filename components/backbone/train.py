@@ -22,6 +22,9 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
     from components.backbone.model import load_backbone, save_backbone
     from components.tracking import mlflow_tracking
 
+    from components import distributed
+
+    ctx = distributed.init()
     spec = get_task(task)
     settings = profile.backbone
     mlflow_tracking.configure(repo)
@@ -34,8 +37,10 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         if settings.source == "embedded":
             qfile, ofile = split_files(spec.name, settings.train_split, Path(repo) / "data")
             golds = read_golds(ofile, spec)
+            checkpoint = checkpoint_path(repo, spec.name, settings.embedded.model_dump(), qfile, ofile)
             backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), golds,
-                                                      settings.embedded.to_config(), progress)
+                                                      settings.embedded.to_config(), progress, checkpoint,
+                                                      settings.checkpoint_every)
             curve = stats.pop("loss_curve")
             (work / "loss_curve.json").write_text(json.dumps(curve))
             params = {**stats.pop("config"), "train_split": settings.train_split}
@@ -43,6 +48,8 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         else:
             backbone = load_backbone(settings.source)
             params, metrics = {"source": settings.source}, {}
+        if not ctx.is_main:                  # every rank holds the same weights; rank 0 registers
+            return {"rank": ctx.rank, "checksum": checksum(backbone.model)}
         model_dir = save_backbone(backbone, work / "backbone")   # MLflow names the artifact after it
         reg = mlflow_tracking.register_backbone(model_dir, spec.name, tags, metrics, params,
                                                 run_name=f"backbone-{spec.name}")
@@ -51,6 +58,56 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         shutil.rmtree(cache / "artifacts" / "backbone", ignore_errors=True)
         shutil.move(str(model_dir), cache / "artifacts" / "backbone")
         log.info("registered %s (run %s); weights in %s", reg["model_uri"], reg["run_id"], cache)
-        return {**reg, "metrics": metrics}
+        if settings.source == "embedded":
+            checkpoint.unlink(missing_ok=True)           # registered: nothing left to resume
+        return {**reg, "metrics": metrics, "rank": 0, "checksum": checksum(backbone.model)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def checkpoint_path(repo: str | Path, task: str, settings: dict, *files: Path) -> Path:
+    """Where a training of these settings on these files keeps its checkpoint: a retry of the
+    same training resumes from it; any change of settings or data starts afresh."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for f in files:
+        digest.update(Path(f).read_bytes())
+    return Path(repo).resolve() / ".state" / "checkpoints" / f"backbone-{task}-{digest.hexdigest()[:16]}.pt"
+
+
+def checksum(model) -> float:
+    """A fingerprint of the weights (identical across data-parallel ranks)."""
+    import torch
+
+    with torch.no_grad():
+        return float(sum(p.double().sum() * (i + 1) for i, p in enumerate(model.parameters())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m components.backbone.train --task LaMP-2`, or the same under `torchrun`."""
+    import argparse
+
+    from components.config import load_profile
+
+    ap = argparse.ArgumentParser(description="Train (or adopt) a task's backbone and register it; runs "
+                                             "as one process or under torchrun (data parallel, rank 0 logs).")
+    ap.add_argument("--task", required=True, help="LaMP task, e.g. LaMP-2")
+    ap.add_argument("--repo", default=".", help="repository root (params.yaml, data/)")
+    ap.add_argument("--profile", help="params.yaml profile")
+    ap.add_argument("--result-file", help="where rank 0 writes the registration as JSON")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    profile = load_profile(args.profile, Path(args.repo) / "params.yaml")
+    out = train_and_register(args.task, profile, args.repo, progress=not args.no_progress)
+    print(json.dumps({"rank": out["rank"], "checksum": out["checksum"]}))
+    if args.result_file and out["rank"] == 0:
+        from components.storage.files import write_json_atomic
+
+        write_json_atomic(args.result_file, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

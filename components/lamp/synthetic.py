@@ -14,6 +14,8 @@ One generative story serves every task (see docs/synthetic-data.md):
   currently writes about.
 * **Drift**: after a per-user change date, 1-2 of the user's themes switch habit; items
   (and queries) after that date follow the new habit, so recent items matter.
+* A user has one history: every question of that user shows a prefix of it (an item id
+  always carries the same text).
 * A fraction of profile items are noise: off-interest themes with random habits.
 * The answer to a query on theme t is the user's *current* habit for t, so a model
   that reads the user's recent same-theme items can answer; one that does not cannot
@@ -241,6 +243,7 @@ def generate_task(task: str, cfg: SynthConfig, out_dir: str | Path) -> dict:
     prefix = spec.name.split("-")[1].rstrip("N")
     for idx, user in enumerate(users):
         n_profile = len(user.items) - cfg.queries_per_user
+        texts: dict[int, dict[str, str]] = {}        # one text per history item, whatever question shows it
         for j in range(cfg.queries_per_user):
             visible = user.items[: n_profile + j]
             qdate = user.items[n_profile + j][0]
@@ -250,8 +253,11 @@ def generate_task(task: str, cfg: SynthConfig, out_dir: str | Path) -> dict:
             text, gold = world.query(user, theme, habit[theme])
             qid = f"{prefix}{q_counter:06d}"
             q_counter += 1
-            items = [ProfileItem(id=f"{prefix}{idx:05d}{i:04d}", fields=world.item_fields(t, v), date=d.isoformat())
-                     for i, (d, t, v) in enumerate(visible)]
+            for i, (_, t, v) in enumerate(visible):
+                if i not in texts:
+                    texts[i] = world.item_fields(t, v)
+            items = [ProfileItem(id=f"{prefix}{idx:05d}{i:04d}", fields=texts[i], date=d.isoformat())
+                     for i, (d, _, _) in enumerate(visible)]
             relevant = [it.id for it, (d, t, v) in zip(items, visible) if t == theme and v == habit[theme]]
             question = Question(id=qid, input=text, profile=items, user_id=user.uid, date=qdate.isoformat())
             qs, outs = splits[split_of[idx]]

@@ -104,3 +104,19 @@ def accounting_table(rows: list[Row], users: list[int]) -> str:
                  *[f"{r.total(n):,}" for n in users], r.note]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def accounting_for(embedded, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
+                   users=(1, 100, 1000, 1_000_000)) -> str:
+    """The accounting table (Markdown) for the demo backbone (`embedded`: the
+    `backbone.embedded` settings) and/or the Llama architectures built on the meta device."""
+    rows = []
+    for name in backbones:
+        if name == "demo":
+            model = meta_llama("demo", hidden_size=embedded.hidden_size, num_hidden_layers=embedded.layers,
+                               num_attention_heads=embedded.heads, num_key_value_heads=embedded.heads,
+                               intermediate_size=embedded.intermediate_size, vocab_size=512)
+        else:
+            model = meta_llama(name)
+        rows += account(model, name)
+    return accounting_table(rows, list(users))

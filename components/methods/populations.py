@@ -6,6 +6,7 @@ directory as its artifact, the frozen backbone referenced by URI, not copied).""
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import shutil
 import tempfile
@@ -52,15 +53,19 @@ def population_examples(task: str, members: list[str], repo: str | Path = ".", m
 
 
 def register_population_model(kind: str, task: str, population: str, save: Callable[[Path], object],
-                              pyfunc_code: Path, backbone_uri: str, params: dict, metrics: dict,
+                              backbone_uri: str, params: dict, metrics: dict,
                               losses: list[float], params_hash: str, repo: str | Path = ".") -> dict:
     """Save the population model with `save(dir)`, log and register it, tag the version."""
     import mlflow
 
     from components.tracking import mlflow_tracking, registry
 
+    from components import distributed
+
     spec = get_task(task)
     name = f"{kind}-{spec.name}-{population}"
+    if not distributed.init().is_main:           # data-parallel ranks trained the same model
+        return {"name": name, "rank": distributed.init().rank}
     tags = mlflow_tracking.standard_tags(repo, backbone=backbone_uri, population=population, kind=kind,
                                          params_hash=params_hash)
     mlflow_tracking.experiment(spec.name, repo)
@@ -73,11 +78,11 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
             for step, value in enumerate(losses):
                 mlflow.log_metric("train_loss", value, step=step)
             info = mlflow.pyfunc.log_model(
-                name=kind.replace("-", "_"), python_model=str(pyfunc_code),
+                name=kind.replace("-", "_"), python_model=str(Path(__file__).with_name("population_model.py")),
                 artifacts={"population": str(work / "population")},
                 code_paths=[str(Path(__file__).resolve().parents[1])],
                 pip_requirements=POPULATION_PIP_REQUIREMENTS, registered_model_name=name,
-                model_config={"backbone_uri": backbone_uri, "task": spec.name})
+                model_config={"backbone_uri": backbone_uri, "task": spec.name, "kind": kind})
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         for key, value in tags.items():
@@ -100,20 +105,38 @@ def population_fingerprint(task: str, population: str, repo: str | Path = ".") -
     return digest.hexdigest()[:16]
 
 
+def load_population_dir(kind: str, directory: str | Path, backbone):
+    """A saved population model directory as a `Method` on `backbone`."""
+    if kind == "tap-per":
+        from components.methods.tap_per.method import TapPerMethod
+
+        return TapPerMethod.load(directory, backbone)
+    if kind == "pplug":
+        from components.methods.pplug.method import PPlugMethod
+
+        return PPlugMethod.load(directory, backbone)
+    raise ValueError(f"unknown population method {kind!r}; known: {', '.join(POPULATION_METHODS)}")
+
+
 def load_population_method(kind: str, model_uri: str, backbone):
     """A registered population model as a `Method` (its directory fetched from MLflow)."""
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri)) / "artifacts" / "population"
-    if kind == "tap-per":
-        from components.methods.tap_per.method import TapPerMethod
+    return load_population_dir(kind, local, backbone)
 
-        return TapPerMethod.load(local, backbone)
-    if kind == "pplug":
-        from components.methods.pplug.method import PPlugMethod
 
-        return PPlugMethod.load(local, backbone)
-    raise ValueError(f"unknown population method {kind!r}")
+def population_inputs(task: str, population: str, max_examples: int | None, backbone_uri: str,
+                      repo: str | Path = "."):
+    """What every per-population trainer starts from: (spec, members, examples, backbone, uri)."""
+    from components.tracking import mlflow_tracking
+
+    spec = get_task(task)
+    mlflow_tracking.configure(repo)
+    members = population_members(spec.name, population, repo)
+    examples = population_examples(spec.name, members, repo, max_examples)
+    backbone, uri = mlflow_tracking.resolve_backbone(spec.name, backbone_uri, repo)
+    return spec, members, examples, backbone, uri
 
 
 def validate_and_promote(kind: str, reg: dict, task: str, population: str, repo: str | Path = ".",
@@ -192,3 +215,40 @@ def load_router(kind: str, task: str, backbone, repo: str | Path = ".") -> Popul
         methods[pop] = load_population_method(kind, f"models:/{name}/{serving_version(name)}",
                                               copy.deepcopy(backbone))
     return PopulationRouter(kind, methods, pops["populations"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m components.methods.populations --method tap-per --task LaMP-2 --population p0`,
+    or the same under `torchrun` (data parallel; rank 0 registers)."""
+    import argparse
+    import importlib
+
+    from components.config import load_profile
+    from components.tracking import mlflow_tracking
+
+    ap = argparse.ArgumentParser(description="Train one population's model and register it as "
+                                             "<method>-<task>-<population>; runs under torchrun too.")
+    ap.add_argument("--method", required=True, choices=POPULATION_METHODS, help="which per-population method")
+    ap.add_argument("--task", required=True, help="LaMP task, e.g. LaMP-2")
+    ap.add_argument("--population", required=True, help="population id from populations.json, e.g. p0")
+    ap.add_argument("--repo", default=".", help="repository root")
+    ap.add_argument("--profile", help="params.yaml profile")
+    ap.add_argument("--backbone", help="backbone model URI (default: the latest registered backbone)")
+    ap.add_argument("--result-file", help="where rank 0 writes the registration as JSON")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    profile = load_profile(args.profile, Path(args.repo) / "params.yaml")
+    mlflow_tracking.configure(args.repo)
+    backbone = args.backbone or mlflow_tracking.latest_backbone_uri(args.task)
+    module = importlib.import_module(f"components.methods.{args.method.replace('-', '_')}.population")
+    out = module.train_and_register(args.task, args.population, profile, backbone, args.repo)
+    if args.result_file and out.get("rank", 0) == 0:
+        from components.storage.files import write_json_atomic
+
+        write_json_atomic(args.result_file, out)
+    print(json.dumps({k: out[k] for k in ("name", "version") if k in out}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from tests.evaluation.test_run import TINY_EMBEDDED, tiny_repo
+from tests.evaluation.test_run import tiny_repo
 
 pytestmark = pytest.mark.slow
 

@@ -88,3 +88,15 @@ def test_drift_makes_recent_items_matter(synth_root):
         recent_right += same[-1].fields["tag"] == golds[q.id]
         old_right += same[0].fields["tag"] == golds[q.id]
     assert n > 5 and recent_right > old_right
+
+
+def test_a_users_history_items_keep_their_text_across_questions(synth_root):
+    """Each question of a user shows a prefix of one history: an item id always has one text."""
+    from components.lamp.io import read_questions
+
+    for task in ("LaMP-2", "LaMP-3"):
+        seen: dict[str, dict] = {}
+        for split in ("train", "dev", "test"):
+            for q in read_questions(synth_root / task / f"{split}_questions.json"):
+                for p in q.profile:
+                    assert seen.setdefault(p.id, p.fields) == p.fields, (task, q.id, p.id)

@@ -5,7 +5,6 @@ Credentials must not leak into MLflow params, tags, artifacts, DVC config or log
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -150,6 +150,9 @@ class PPlugMethod(Method):
         the input encoder, both projectors, the instruction and empty-history vectors train."""
         from tqdm.auto import tqdm
 
+        from components import distributed
+
+        ctx = distributed.init()
         torch.manual_seed(tcfg.seed)
         rng = random.Random(tcfg.seed)
         data = list(examples) + augment_deletions(examples, tcfg.history_deletion, rng)
@@ -159,24 +162,26 @@ class PPlugMethod(Method):
         encoder_params = list(emb.input_encoder.parameters())
         head_params = [p for n, p in emb.named_parameters() if not n.startswith("input_encoder.")]
         head_params += [p for p in self.backbone.model.parameters() if p.requires_grad]   # the bridge, if any
+        distributed.broadcast_parameters(emb, ctx)
         opt = torch.optim.AdamW([{"params": encoder_params, "lr": tcfg.encoder_lr},
                                  {"params": head_params, "lr": tcfg.lr}], weight_decay=1e-4)
         self.backbone.model.eval()
         losses: list[float] = []
         steps = tcfg.epochs * ((len(data) + tcfg.batch_size - 1) // tcfg.batch_size)
-        with tqdm(total=steps, disable=not progress, desc="pplug", unit="step") as bar:
+        with tqdm(total=steps, disable=not progress or not ctx.is_main, desc="pplug", unit="step") as bar:
             for _ in range(tcfg.epochs):
                 emb.train()
                 rng.shuffle(data)
                 for start in range(0, len(data), tcfg.batch_size):
-                    batch = data[start:start + tcfg.batch_size]
+                    batch = distributed.shard(data[start:start + tcfg.batch_size], ctx)   # this rank's slice
                     qs = [q for q, _ in batch]
                     tokens, _ = self.soft_tokens(spec, qs)
                     loss = prefix_loss(self.backbone, tokens, self.prompts(spec, qs), [g for _, g in batch])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    distributed.reduce_gradients(encoder_params + head_params, ctx)
                     opt.step()
-                    losses.append(float(loss.detach()))
+                    losses.append(distributed.all_sum(float(loss.detach()), ctx) / ctx.world_size)
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
         emb.eval()

@@ -5,28 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import Profile
-from components.lamp.tasks import get_task
-from components.methods.populations import population_examples, population_members, register_population_model
+from components.methods.populations import population_inputs, register_population_model
 
 
 def train_and_register(task: str, population: str, profile: Profile, backbone_uri: str,
                        repo: str | Path = ".", progress: bool = False) -> dict:
     from components.methods.pplug.method import train_pplug
     from components.retrieval.cache import VectorCache, default_cache_root
-    from components.tracking import mlflow_tracking
 
-    spec = get_task(task)
-    mlflow_tracking.configure(repo)
-    members = population_members(spec.name, population, repo)
-    examples = population_examples(spec.name, members, repo, profile.pplug.max_examples)
-    backbone, uri = mlflow_tracking.resolve_backbone(spec.name, backbone_uri, repo)
+    spec, members, examples, backbone, uri = population_inputs(task, population, profile.pplug.max_examples,
+                                                               backbone_uri, repo)
     encoder = profile.pplug.history_encoder()
     cache = VectorCache(default_cache_root() or Path(repo) / ".state" / "vectors", encoder.fingerprint)
     model_cfg, train_cfg = profile.pplug.configs()
     method, losses, costs = train_pplug(backbone, spec, examples, model_cfg, train_cfg, encoder, cache,
                                         progress=progress)
     reg = register_population_model(
-        "pplug", spec.name, population, method.save, Path(__file__).with_name("pyfunc_model.py"), uri,
+        "pplug", spec.name, population, method.save, uri,
         {**profile.pplug.model_dump(), "users": len(members), "examples": len(examples)},
         {**costs, "per_user_params": 0}, losses, profile.section_hash("pplug"), repo)
     return {**reg, "users": len(members), "examples": len(examples), **costs}

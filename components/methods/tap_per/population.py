@@ -5,27 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import Profile
-from components.lamp.tasks import get_task
-from components.methods.populations import population_examples, population_members, register_population_model
+from components.methods.populations import population_inputs, register_population_model
 
 
 def train_and_register(task: str, population: str, profile: Profile, backbone_uri: str,
                        repo: str | Path = ".", progress: bool = False) -> dict:
     from components.methods.tap_per.method import TapPerMethod
     from components.methods.tap_per.train import train_population
-    from components.tracking import mlflow_tracking
 
-    spec = get_task(task)
-    mlflow_tracking.configure(repo)
-    members = population_members(spec.name, population, repo)
-    examples = population_examples(spec.name, members, repo, profile.tap_per.max_examples)
-    backbone, uri = mlflow_tracking.resolve_backbone(spec.name, backbone_uri, repo)
+    spec, members, examples, backbone, uri = population_inputs(task, population, profile.tap_per.max_examples,
+                                                               backbone_uri, repo)
     model_cfg, train_cfg = profile.tap_per.configs()
     bridged, prefix, index, losses = train_population(backbone, spec, examples, members, model_cfg,
                                                       train_cfg, progress=progress)
     method = TapPerMethod(bridged, prefix, index, train_cfg.max_records)
     reg = register_population_model(
-        "tap-per", spec.name, population, method.save, Path(__file__).with_name("pyfunc_model.py"), uri,
+        "tap-per", spec.name, population, method.save, uri,
         {**profile.tap_per.model_dump(), "users": len(members), "examples": len(examples)},
         {"per_user_params": method.per_user_params}, losses, profile.section_hash("tap_per"), repo)
     return {**reg, "users": len(members), "examples": len(examples)}

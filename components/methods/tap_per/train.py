@@ -1,9 +1,6 @@
-"""TAP-PER over a frozen backbone: record features, the loss with a masked prefix, training.
-
-Work in progress for issue 5: one population's model trains and answers here; the
-Prefect fan-out per population, registry, online update, OPPU and the benchmark are not
-written yet.
-"""
+"""TAP-PER over a frozen backbone: record features and the joint training of one
+population's model (P_u, record prefix, penalties, bridge LoRA); data parallel under
+`torchrun` (`components.distributed`)."""
 
 from __future__ import annotations
 
@@ -90,10 +87,14 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
     injected into it). Returns (bridged backbone, prefix module, user index, losses)."""
     from tqdm.auto import tqdm
 
+    from components import distributed
+
+    ctx = distributed.init()
     torch.manual_seed(tcfg.seed)
     index = {u: i for i, u in enumerate(users)}
     bridged = attach_bridge(backbone, cfg)
     prefix = prefix if prefix is not None else TapPerPrefix(backbone.hidden_size, len(users), cfg)
+    distributed.broadcast_parameters(prefix, ctx)
     shared = [p for p in bridged.model.parameters() if p.requires_grad]
     shared += [p for n, p in prefix.named_parameters() if not n.startswith("user_prefix")]
     # no weight decay on P_u: decoupled decay would shrink the rows of users absent from a batch
@@ -105,8 +106,9 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
     losses = []
     for _ in range(tcfg.epochs):
         rng.shuffle(order)
-        for start in tqdm(range(0, len(order), tcfg.batch_size), disable=not progress, desc="tap-per"):
-            batch = order[start:start + tcfg.batch_size]
+        for start in tqdm(range(0, len(order), tcfg.batch_size), disable=not progress or not ctx.is_main,
+                          desc="tap-per"):
+            batch = distributed.shard(order[start:start + tcfg.batch_size], ctx)   # this rank's slice
             qs = [q for q, _ in batch]
             feats = record_features(backbone, qs, tcfg.max_records)
             rows = torch.tensor([index[q.user_key] for q in qs])
@@ -114,7 +116,8 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
             loss = prefix_loss(bridged, p, [q.input for q in qs], [g for _, g in batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.reduce_gradients(shared + [prefix.user_prefix.weight], ctx)
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(distributed.all_sum(float(loss.detach()), ctx) / ctx.world_size)
     bridged.model.eval()
     return bridged, prefix, index, losses

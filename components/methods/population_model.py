@@ -1,26 +1,25 @@
-"""MLflow "models from code" definition of a PPlug population model.
+"""MLflow "models from code" definition of a per-population model (TAP-PER or PPlug).
 
-Input rows {user_id, input, profile, date (optional)} -> outputs. PPlug keeps no per-user
-state, so any user with a profile is personalized, seen in training or not; the item
-vectors come from the on-disk cache (`$PERSONA_VECTOR_CACHE`) or are encoded on the fly.
-The frozen backbone is resolved from the registry (`model_config["backbone_uri"]`).
-Full serving (batching, flags, unknown users without a profile) is issue 8.
+Input rows {user_id, input, profile (optional), date (optional)} -> outputs. The method
+kind and the task come from `model_config`; the frozen backbone is resolved from the
+registry (`model_config["backbone_uri"]`), not copied into every population model. Full
+serving (unknown users, batching, flags) is issue 8.
 """
 
 import mlflow
 from mlflow.pyfunc import PythonModel
 
 
-class PPlugModel(PythonModel):
+class PopulationModel(PythonModel):
     def load_context(self, context):
         from components.lamp.tasks import get_task
-        from components.methods.pplug.method import PPlugMethod
+        from components.methods.populations import load_population_dir
         from components.tracking.mlflow_tracking import resolve_backbone
 
         cfg = context.model_config
         self.spec = get_task(cfg["task"])
         backbone, _ = resolve_backbone(self.spec.name, cfg["backbone_uri"])
-        self.method = PPlugMethod.load(context.artifacts["population"], backbone)
+        self.method = load_population_dir(cfg["kind"], context.artifacts["population"], backbone)
 
     def predict(self, context, model_input, params=None):
         from components.lamp.io import parse_profile_item
@@ -34,4 +33,4 @@ class PPlugModel(PythonModel):
         return [p.output for p in self.method.predict(None, self.spec, questions)]
 
 
-mlflow.models.set_model(PPlugModel())
+mlflow.models.set_model(PopulationModel())
