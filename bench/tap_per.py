@@ -32,6 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from components.evaluation.harness import evaluate
+    from components.lamp.metrics import score_texts
     from components.lamp.splits import split_files
     from components.lamp.history import history_examples
     from components.lamp.io import read_golds, read_questions
@@ -90,11 +91,21 @@ def main() -> None:
         print(f"{pop}: {len(users)} users, {len(examples)} training items, {seconds:.0f}s, "
               f"final loss {sum(losses[-20:]) / max(1, len(losses[-20:])):.3f}", flush=True)
     metric = spec.primary_metric
-    print(f"\n{spec.name}, time/test, {metric} (mean over populations weighted by questions)")
+    relevance_file = ROOT / "data" / "raw" / spec.name / "relevance.json"
+    drifted = set()
+    if relevance_file.exists():              # synthetic data: which questions' habit drifted
+        drifted = {q for q, r in json.loads(relevance_file.read_text()).items() if r.get("drifted")}
+    print(f"\n{spec.name}, time/test, {metric} (all populations' questions; drifted: the questions whose "
+          "answer changed habit during the user's history)")
     for name, results in rows.items():
         n = sum(r.n for r in results)
         value = sum(r.metrics[metric] * r.n for r in results) / n
-        print(f"  {name:<18} {value:.3f}  (n={n})")
+        line = f"  {name:<22} {value:.3f}  (n={n})"
+        preds = [(p.output, golds[p.id]) for r in results for p in r.predictions if p.id in drifted]
+        if preds:
+            sub = score_texts(spec, [a for a, _ in preds], [b for _, b in preds])[metric]
+            line += f"   drifted: {sub:.3f} (n={len(preds)})"
+        print(line)
 
 
 if __name__ == "__main__":
