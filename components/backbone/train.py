@@ -27,10 +27,11 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
     ctx = distributed.init()
     spec = get_task(task)
     settings = profile.backbone
-    mlflow_tracking.configure(repo)
-    mlflow_tracking.experiment(spec.name, repo)
-    tags = mlflow_tracking.standard_tags(repo, profile=profile.name, source=settings.source,
-                                         params_hash=profile.section_hash("backbone"))
+    if ctx.is_main:                        # only rank 0 talks to MLflow (one writer per store)
+        mlflow_tracking.configure(repo)
+        mlflow_tracking.experiment(spec.name, repo)
+        tags = mlflow_tracking.standard_tags(repo, profile=profile.name, source=settings.source,
+                                             params_hash=profile.section_hash("backbone"))
     (Path(repo) / ".state").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"backbone-{spec.name}-", dir=Path(repo) / ".state"))
     try:

@@ -39,6 +39,11 @@ def configure(repo: str | Path = ".", attempts: int = 4, backoff: float = 1.0) -
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         check_server(uri, attempts, backoff)
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        from components.storage.files import named_lock
+
+        with named_lock(f"mlflow-store-{uri}"):   # one process creates/migrates a new database
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
     return uri
 
 
@@ -151,13 +156,16 @@ def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
         uri = latest_backbone_uri(task)
     if not uri.startswith("models:/"):
         return load_backbone(uri), uri
+    from components.storage.files import named_lock
+
     cache = backbone_cache_dir(repo, uri)
     weights = cache / "artifacts" / "backbone"
-    if not weights.exists():
-        tmp = cache.with_name(cache.name + ".part")
-        shutil.rmtree(tmp, ignore_errors=True)
-        download_backbone(uri, tmp)
-        tmp.rename(cache)
+    with named_lock(f"backbone-download-{cache}"):     # processes (torchrun ranks) share one copy
+        if not weights.exists():
+            tmp = cache.with_name(cache.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            download_backbone(uri, tmp)
+            tmp.rename(cache)
     return load_backbone(weights), uri
 
 
