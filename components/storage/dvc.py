@@ -45,8 +45,18 @@ def run_dvc(*args: str, repo: str | Path = ".", check: bool = True) -> subproces
 
 
 def data_version(repo: str | Path = ".") -> str:
-    """A short content hash of dvc.lock: the version of the data a run read."""
+    """A short hash of the data a run read: the content hashes of every stage output in
+    dvc.lock. Only the data counts, not the params DVC also records there, so changing a
+    method's settings in params.yaml does not make every cached model look stale."""
+    import yaml
+
     lock = Path(repo) / "dvc.lock"
     if not lock.exists():
         return "unversioned"
-    return hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        outs = sorted((o["path"], o.get("md5", "")) for st in stages.values() for o in st.get("outs", []))
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
+        outs = None
+    blob = repr(outs).encode() if outs is not None else lock.read_bytes()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -84,3 +84,19 @@ def test_failing_validation_stops_the_flow_before_prepare(tmp_path, synth_root, 
     assert not (repo / "data" / "prepared").exists()
     summary = json.loads((repo / "data" / "validation.json").read_text())
     assert not summary["tasks"]["LaMP-2"]["dev"]["success"]
+
+
+def test_data_version_follows_the_data_not_the_params(tmp_path):
+    from components.storage.dvc import data_version
+
+    lock = {"schema": "2.0", "stages": {"prepare": {
+        "cmd": "persona data prepare", "params": {"params.yaml": {"profiles": {"demo": {"tap_per": {"epochs": 1}}}}},
+        "outs": [{"path": "data/prepared", "md5": "abc.dir", "size": 10, "nfiles": 2}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    before = data_version(tmp_path)
+    lock["stages"]["prepare"]["params"]["params.yaml"]["profiles"]["demo"]["tap_per"]["epochs"] = 4
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert data_version(tmp_path) == before                 # a method setting changed, not the data
+    lock["stages"]["prepare"]["outs"][0]["md5"] = "def.dir"
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert data_version(tmp_path) != before
