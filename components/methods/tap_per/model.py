@@ -7,8 +7,8 @@ P = P_u + P_q, prepended as L soft tokens:
   alpha = softmax_j(s), P_q = Proj(sum_j alpha_j z_h_j), reshaped to L x d;
   z are mean-pooled *input* embeddings of the frozen backbone.
 
-Only the module definitions live here so far (used by the parameter accounting); the
-training loop, the bridge LoRA wiring and per-population training are issue 5's remaining work.
+The modules only; training (with the bridge LoRA) is in `train.py`, the `Method`, its
+on-disk form and the online user update in `method.py`.
 """
 
 from __future__ import annotations
