@@ -89,13 +89,6 @@ def broadcast_parameters(module: torch.nn.Module, ctx: DistContext) -> None:
             dist.broadcast(p.data, 0)
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def launch(module: str, args: Sequence[str], nproc: int, cwd: str | None = None,
            env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m <module> <args>` as `nproc` processes with torchrun (one machine)."""
