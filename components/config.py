@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -183,6 +183,45 @@ class PPlugSettings(_Strict):
         return SentenceEncoder(self.encoder, pooling=self.pooling)
 
 
+class AttnGSSettings(_Strict):
+    """Attn-GS (issue 4): marker and compressor; choices documented in docs/attn-gs.md."""
+    layers: str = Field("middle", description="marking layers: middle | last | all | indices like '0,1'")
+    head_aggregation: Literal["mean", "max"] = "mean"
+    token_pooling: Literal["mean", "max", "sum"] = "mean"
+    rule: Literal["alpha", "top_p", "top_k"] = "top_k"
+    alpha: float = Field(0.5, gt=0, le=1)
+    top_p: float = Field(0.5, gt=0, le=1)
+    top_k: int = Field(2, ge=1)
+    attention_weight: float = Field(1.0, ge=0, description="weight of the marker's attention loss")
+    marker_steps: int = Field(300, ge=0)
+    marker_rank: int = Field(16, ge=1)
+    marker_lr: float = Field(2e-3, gt=0)
+    compressor_steps: int = Field(400, ge=1)
+    compressor_rank: int = Field(16, ge=1)
+    compressor_lr: float = Field(3e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    target: str = Field("marked-content", description="marked-content | teacher:<JSON file of summaries>")
+    train_budgets: list[int] = [4, 8, 16, 32]
+    budgets: list[int] = Field([8, 32], description="budgets evaluated (methods attn-gs@B)")
+    max_train_examples: int = Field(2000, ge=1, description="training questions + history items for the marker")
+    max_compressor_questions: int = Field(600, ge=1)
+    seed: int = 0
+
+    def configs(self):
+        from components.methods.attn_gs.marking import MarkingConfig
+        from components.methods.attn_gs.train import FinetuneConfig
+
+        marking = MarkingConfig(layers=self.layers, head_aggregation=self.head_aggregation,
+                                token_pooling=self.token_pooling, rule=self.rule, alpha=self.alpha,
+                                top_p=self.top_p, top_k=self.top_k)
+        marker = FinetuneConfig(rank=self.marker_rank, alpha=2 * self.marker_rank, steps=self.marker_steps,
+                                batch_size=self.batch_size, lr=self.marker_lr, seed=self.seed)
+        compressor = FinetuneConfig(rank=self.compressor_rank, alpha=2 * self.compressor_rank,
+                                    steps=self.compressor_steps, batch_size=self.batch_size, lr=self.compressor_lr,
+                                    seed=self.seed)
+        return marking, marker, compressor
+
+
 class Profile(_Strict):
     name: str
     tasks: list[str]
@@ -192,6 +231,7 @@ class Profile(_Strict):
     evaluation: EvaluationSettings = EvaluationSettings()
     tap_per: TapPerSettings = TapPerSettings()
     pplug: PPlugSettings = PPlugSettings()
+    attn_gs: AttnGSSettings = AttnGSSettings()
 
     def section_hash(self, *sections: str) -> str:
         """A short hash of the named settings sections (a cache key part)."""

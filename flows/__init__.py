@@ -11,6 +11,7 @@ _STATE = Path(os.environ.get("PERSONA_STATE_DIR", Path(__file__).resolve().paren
 for _key, _value in {
     "PREFECT_HOME": str(_STATE / "prefect"),
     "PERSONA_VECTOR_CACHE": str(_STATE / "vectors"),
+    "PERSONA_CONTEXT_CACHE": str(_STATE / "contexts"),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_LOG_PRINTS": "true",

@@ -153,6 +153,24 @@ def cmd_train_populations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_attn_gs(args: argparse.Namespace) -> int:
+    from components.config import load_profile
+    from components.methods.attn_gs.registry import train_and_register
+    from components.tracking import mlflow_tracking
+
+    profile = load_profile(args.profile)
+    mlflow_tracking.configure(".")
+    for task in args.task or profile.tasks:
+        try:
+            uri = mlflow_tracking.latest_backbone_uri(task)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        reg = train_and_register(task, profile, uri)
+        print(f"{task}: registered {reg['marker']['model_uri']} and {reg['compressor']['model_uri']}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from components.evaluation.report import publish
 
@@ -316,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", help="params.yaml profile (settings: its `"
                                          f"{method.replace('-', '_')}` section)")
         p.set_defaults(func=cmd_train_populations, method=method)
+
+    p = tsub.add_parser("attn-gs", help="Attn-GS: fine-tune the marker, train the compressor, register "
+                                        "attn-gs-marker-<task> and attn-gs-compressor-<task>")
+    p.add_argument("--task", nargs="*", help="tasks (default: the profile's tasks)")
+    p.add_argument("--profile", help="params.yaml profile (settings: its `attn_gs` section)")
+    p.set_defaults(func=cmd_train_attn_gs)
 
     st = sub.add_parser("storage", help="remote storage: the DVC remote and MLflow artifacts on S3")
     ssub = st.add_subparsers(dest="storage_command", required=True, metavar="SUBCOMMAND")

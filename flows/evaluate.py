@@ -27,14 +27,18 @@ def evaluate_method(method: str, task_name: str, split: str, backbone_uri: str, 
 
 
 def serving_models(method: str, task_name: str, repo: str) -> str:
-    """For a per-population method, the registered versions it will load (a cache-key part:
-    a new champion means a new evaluation); empty for baselines."""
+    """For a per-population method (or Attn-GS), the registered versions it will load (a
+    cache-key part: a new champion means a new evaluation); empty for baselines."""
     import json
     from pathlib import Path
 
+    from components.methods.attn_gs.registry import parse_name, serving_versions
     from components.methods.populations import POPULATION_METHODS, serving_version
     from components.tracking.mlflow_tracking import configure
 
+    if parse_name(method) is not None:
+        configure(repo)
+        return serving_versions(task_name)
     if method not in POPULATION_METHODS:
         return ""
     configure(repo)

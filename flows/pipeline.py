@@ -1,9 +1,9 @@
 """The main job (README command (a)): data -> backbone -> per-population TAP-PER and
-PPlug (registered, validated on time/dev, promoted) -> evaluation of every configured
-method on every task -> comparison tables. Attn-GS joins as a step when issue 4 lands.
+PPlug (registered, validated on time/dev, promoted) -> Attn-GS marker and compressor
+(registered) -> evaluation of every configured method on every task -> comparison tables.
 
-Which per-population methods are trained is read from `evaluation.methods` (a method that
-is evaluated is trained first)."""
+Which methods are trained is read from `evaluation.methods` (a method that is evaluated
+is trained first)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.attn_gs import train_attn_gs
 from flows.backbone import train_backbone
 from flows.data import data_flow
 from flows.evaluate import evaluate
@@ -33,7 +34,8 @@ def _summarise(data: dict, backbones: dict, decisions: dict, tables: dict) -> st
         lines.append(f"{task_name}: validation {verdict}; users {prep['users']}; populations "
                      f"{prep['populations']}; backbone {backbones[task_name]['model_uri']}")
     for key, d in sorted(decisions.items()):
-        lines.append(f"{d['name']} v{d['version']}: {'champion' if d['promoted'] else 'not promoted'} ({d['reason']})")
+        state = "registered" if d["promoted"] is None else "champion" if d["promoted"] else "not promoted"
+        lines.append(f"{d['name']} v{d['version']}: {state} ({d['reason']})")
     for task_name, table in tables.items():
         lines += ["", f"## {task_name}", table]
     lines += ["", "outputs: data/ (DVC), reports/summary.json, reports/report.{md,html}, reports/pareto-*.png, "
@@ -45,14 +47,21 @@ def _summarise(data: dict, backbones: dict, decisions: dict, tables: dict) -> st
 @flow(name="pipeline", log_prints=True)
 def pipeline(repo: str = ".", push: bool = True) -> dict:
     from components.config import load_profile
+    from components.methods.attn_gs.registry import parse_name
     from components.methods.populations import POPULATION_METHODS
 
     data = data_flow(repo=repo, push=push)
     backbones = train_backbone(repo=repo)
     decisions = {}
-    for method in [m for m in load_profile(None, f"{repo}/params.yaml").evaluation.methods if m in POPULATION_METHODS]:
+    methods = load_profile(None, f"{repo}/params.yaml").evaluation.methods
+    for method in [m for m in methods if m in POPULATION_METHODS]:
         for key, reg in train_limited(method, backbones, repo).items():
             decisions[f"{method}:{key}"] = promote_population(method, reg, key, repo)
+    if any(parse_name(m) for m in methods):
+        for task_name, reg in train_attn_gs(backbones, repo=repo).items():
+            for role in ("marker", "compressor"):
+                decisions[f"attn-gs:{task_name}:{role}"] = {**reg[role], "promoted": None,
+                                                            "reason": "Attn-GS serves the newest version"}
     results = evaluate(backbones, repo=repo)
     tables = write_report(repo)
     return {"data": data, "backbones": backbones, "promotions": decisions, "evaluations": results,

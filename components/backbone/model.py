@@ -199,6 +199,12 @@ def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str]
     return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
 
+def answer_loss(backbone: Backbone, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
+    """Next-token loss on the answers only, no soft tokens (`prefix_loss` with an empty prefix)."""
+    empty = torch.zeros(len(prompts), 0, backbone.hidden_size, device=backbone.device)
+    return prefix_loss(backbone, empty, prompts, answers)
+
+
 def _check_tokenizer(tokenizer, source: str) -> None:
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is not None:

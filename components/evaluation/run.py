@@ -36,14 +36,18 @@ def run_evaluation(req: EvalRequest, profile: str, repo: str | Path = ".", repor
     from components.tracking import mlflow_tracking
 
     spec = get_task(req.task)
-    if req.method not in POPULATION_METHODS:
+    from components.config import load_profile
+    from components.methods.attn_gs.registry import parse_name
+
+    if req.method not in POPULATION_METHODS and parse_name(req.method) is None:
         build_method(req.method)                          # an unknown name fails before any work
     qfile, ofile = split_files(spec.name, req.split, Path(repo) / "data")
     questions = read_questions(qfile, spec)[: req.limit]
     golds = read_golds(ofile, spec) if ofile.exists() else {}
     mlflow_tracking.configure(repo)
     backbone, uri = mlflow_tracking.resolve_backbone(spec.name, req.backbone_uri, repo)
-    method = build_method(req.method, task=spec.name, backbone=backbone, repo=repo, num_beams=req.num_beams)
+    method = build_method(req.method, task=spec.name, backbone=backbone, repo=repo,
+                          profile=load_profile(profile, Path(repo) / "params.yaml"), num_beams=req.num_beams)
     out_file = Path(reports) / "predictions" / spec.name / f"{req.method}__{req.split.replace('/', '-')}.json"
     result = evaluate(method, backbone, spec, questions, golds, req.split, req.batch_size, out_file, progress)
     mlflow_tracking.experiment(spec.name, repo)

@@ -34,6 +34,8 @@ class Prompt:
     segments: list[tuple[str, bool]] = field(default_factory=list)
     n_items: int = 0
     context_tokens: int = 0
+    # per item kept: (index into the items given, start char, end char) of its text in `text`
+    item_spans: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -77,26 +79,31 @@ def _truncate(text: str, budget: int, tokenize: Tokenize, detokenize: Detokenize
 
 
 def build_prompt(spec: TaskSpec, task_input: str, items: Sequence[ProfileItem], max_tokens: int,
-                 tokenize: Tokenize, detokenize: Detokenize) -> Prompt:
+                 tokenize: Tokenize, detokenize: Detokenize, marked: Sequence[bool] | None = None) -> Prompt:
     """LaMP's prompt for `task_input` with `items` (in the order given) fitted to `max_tokens`.
 
     Items are kept from the end of the list (the end sits next to the task input); if the
     template's overhead was underestimated, the first items are dropped until it fits.
+    `marked` (one flag per item) wraps the flagged items in `MARK_START` … `MARK_END`
+    (Attn-GS's compression prompt).
     """
     items = list(items)
+    marks = list(marked) if marked is not None else [False] * len(items)
+    offset = 0
     while True:
-        prompt = _assemble(spec, task_input, items, max_tokens, tokenize, detokenize)
+        prompt = _assemble(spec, task_input, items, max_tokens, tokenize, detokenize, marks)
         total = len(tokenize(prompt.text))
         if total <= max_tokens or not items:
             if total > max_tokens:
                 raise PromptTooLongError(f"prompt of {total} tokens exceeds the limit of {max_tokens}")
             prompt.context_tokens = max(total - len(tokenize(task_input)), 0) if prompt.n_items else 0
+            prompt.item_spans = [(i + offset, a, b) for i, a, b in prompt.item_spans]
             return prompt
-        items = items[1:]
+        items, marks, offset = items[1:], marks[1:], offset + 1
 
 
 def _assemble(spec: TaskSpec, task_input: str, items: list[ProfileItem], max_tokens: int,
-              tokenize: Tokenize, detokenize: Detokenize) -> Prompt:
+              tokenize: Tokenize, detokenize: Detokenize, marks: list[bool]) -> Prompt:
     input_ids = tokenize(task_input)
     if not items:
         if len(input_ids) > max_tokens:
@@ -112,30 +119,90 @@ def _assemble(spec: TaskSpec, task_input: str, items: list[ProfileItem], max_tok
     n_fit = min(len(items), max(profile_budget, 0) // (MIN_ITEM_TOKENS + OVERHEAD_PER_ITEM))
     if n_fit == 0:
         return Prompt([(task_input, False)], 0)
-    items = items[len(items) - n_fit:]
+    first = len(items) - n_fit
+    items, marks = items[first:], marks[first:]
     per_item = profile_budget // len(items) - OVERHEAD_PER_ITEM
     saved, parts = 0, []
-    for item in items:
+    for item, mark in zip(items, marks):
         budget = per_item + saved
         if budget <= 0:
             break
         text, used = _truncate(_item_source_text(spec, item), budget, tokenize, detokenize)
         saved = budget - used
-        parts.append(_item_parts(spec, item, text))
+        item_parts = _item_parts(spec, item, text)
+        if mark:
+            item_parts = [(MARK_START + " ", False), *item_parts, (" " + MARK_END, False)]
+        parts.append(item_parts)
     n_used = len(parts)
     segments: list[tuple[str, bool]] = []
+    spans, pos = [], 0
     for i, item_parts in enumerate(parts):
         if i:
             segments.append((", and ", False))
+            pos += len(", and ")
+        length = sum(len(s) for s, _ in item_parts)
+        spans.append((first + i, pos, pos + length))
+        pos += length
         segments.extend(item_parts)
     if spec.name == "LaMP-1":
         cut = task_input.find("title") + len("title")
         joined = "".join(s for s, _ in segments)
-        return Prompt([(task_input[:cut] + ", and " + joined + task_input[cut:], False)], n_used)
+        shift = cut + len(", and ")
+        return Prompt([(task_input[:cut] + ", and " + joined + task_input[cut:], False)], n_used,
+                      item_spans=[(i, a + shift, b + shift) for i, a, b in spans])
     if spec.name == "LaMP-5":
         segments.append((f". Following the given patterns {task_input}", False))
     elif spec.name == "LaMP-7":
         segments.append((f" are written by a person. Following the given patterns {task_input}", False))
     else:
         segments.append((f". {task_input}", False))
-    return Prompt(segments, n_used)
+    return Prompt(segments, n_used, item_spans=spans)
+
+
+# --- compact items: Attn-GS's compressed contexts and the equal-budget baselines ----------
+
+MARK_START, MARK_END = "<start_important>", "<end_important>"
+
+# An item reduced to what answers the task (the user's past output), in words the
+# backbone reads in LaMP's own templates; measured on the demo LaMP-2/3 backbones, these
+# carry nearly all of an item's value at a sixth of its tokens (docs/attn-gs.md).
+_COMPACT = {"LaMP-1": '"{title}"', "LaMP-2": '"{tag}"', "LaMP-2N": '"{category}"', "LaMP-3": "{score} is the score",
+            "LaMP-4": '"{title}"', "LaMP-5": '"{title}"', "LaMP-6": '"{title}"', "LaMP-7": '"{text}"'}
+COMPACT_SEPARATOR = ", and "
+
+
+def compact_item(spec: TaskSpec, item: ProfileItem) -> str:
+    template = _COMPACT.get(spec.name, '"{text}"')
+    try:
+        return template.format(**item.fields)
+    except KeyError:
+        return f'"{_item_source_text(spec, item)}"'
+
+
+def fit_compact(units: Sequence[str], budget: int, tokenize: Tokenize, detokenize: Detokenize) -> str:
+    """Join compact items (most important first) while the whole stays within `budget`
+    tokens; a first item longer than the budget is cut to it."""
+    out = ""
+    for unit in units:
+        candidate = unit if not out else out + COMPACT_SEPARATOR + unit
+        if len(tokenize(candidate)) <= budget:
+            out = candidate
+        elif not out:
+            return detokenize(tokenize(unit)[:budget])
+        else:
+            break
+    return out
+
+
+def prompt_with_context(spec: TaskSpec, task_input: str, context: str) -> str:
+    """The downstream prompt with a (compressed) user context in place of the profile items."""
+    if not context:
+        return task_input
+    if spec.name == "LaMP-1":
+        cut = task_input.find("title") + len("title")
+        return task_input[:cut] + ", and " + context + task_input[cut:]
+    if spec.name == "LaMP-5":
+        return f"{context}. Following the given patterns {task_input}"
+    if spec.name == "LaMP-7":
+        return f"{context} are written by a person. Following the given patterns {task_input}"
+    return f"{context}. {task_input}"

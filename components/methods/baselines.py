@@ -1,12 +1,14 @@
 """The baselines: no history, retrieval of k items (random / recency / BM25 / dense),
-and full context (as many items as fit, newest first)."""
+full context (as many items as fit, newest first), and retrieval at a token budget
+(`<ranker>@B`: the ranked items in compact form, fitted to B context tokens; the
+equal-budget comparisons of Attn-GS)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from components.backbone.model import Backbone
-from components.lamp.prompts import build_prompt
+from components.lamp.prompts import build_prompt, compact_item, fit_compact, prompt_with_context
 from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
@@ -36,8 +38,35 @@ class PromptMethod(Method):
                 for q, p, t, out in zip(questions, prompts, texts, outputs)]
 
 
+class BudgetMethod(PromptMethod):
+    """Ranked items in compact form (`compact_item`), best first, fitted to `budget` tokens."""
+
+    def __init__(self, name: str, ranker, budget: int, num_beams: int = 1, seed: int = 0):
+        super().__init__(name, ranker, None, num_beams, seed)
+        self.budget = budget
+
+    def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
+        if hasattr(self.ranker, "prefetch"):
+            self.ranker.prefetch(spec, questions)
+        contexts = [fit_compact([compact_item(spec, q.profile[i]) for i in self.ranker(spec, q, self.seed)],
+                                self.budget, backbone.tokenize, backbone.detokenize) if q.profile else ""
+                    for q in questions]
+        texts = [prompt_with_context(spec, q.input, c) for q, c in zip(questions, contexts)]
+        outputs = backbone.generate(texts, spec.max_new_tokens, num_beams=self.num_beams)
+        return [Prediction(q.id, out, backbone.count_tokens(c), backbone.count_tokens(t))
+                for q, c, t, out in zip(questions, contexts, texts, outputs)]
+
+
 def make_baseline(name: str, num_beams: int = 1, seed: int = 0) -> PromptMethod:
-    """`non-personalized`, `full-context`, or `<ranker>-<k>` with ranker random|recency|bm25|dense."""
+    """`non-personalized`, `full-context`, `<ranker>-<k>` (k items) or `<ranker>@<B>` (a budget
+    of B context tokens) with ranker random|recency|bm25|dense."""
+    if "@" in name:
+        ranker_name, _, budget = name.partition("@")
+        if not budget.isdigit() or int(budget) < 1 or ranker_name not in (*RANKERS, "dense"):
+            raise ValueError(f"unknown baseline {name!r}: a budgeted baseline is random@B, recency@B, bm25@B "
+                             "or dense@B with B >= 1 tokens")
+        ranker = DenseRanker() if ranker_name == "dense" else RANKERS[ranker_name]
+        return BudgetMethod(name, ranker, int(budget), num_beams, seed)
     if name == "non-personalized":
         return PromptMethod(name, None, 0, num_beams, seed)
     if name == "full-context":

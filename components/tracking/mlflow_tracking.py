@@ -108,27 +108,28 @@ def standard_tags(repo: str | Path = ".", **extra: str) -> dict[str, str]:
 
 
 def register_backbone(model_dir: str | Path, task: str, tags: dict[str, str], metrics: dict[str, float],
-                      params: dict, run_name: str) -> dict:
-    """Log the backbone (pyfunc from code + weights artifact) and register `backbone-<task>`."""
+                      params: dict, run_name: str, model_name: str | None = None, kind: str = "backbone") -> dict:
+    """Log a backbone-like LM (pyfunc from code + weights artifact) and register it as
+    `model_name` (default `backbone-<task>`; Attn-GS registers its marker and compressor so)."""
     import mlflow
 
+    name = model_name or f"backbone-{task}"
     code = Path(__file__).with_name("backbone_model.py")
-    with mlflow.start_run(run_name=run_name, tags={**tags, "kind": "backbone"}) as run:
+    with mlflow.start_run(run_name=run_name, tags={**tags, "kind": kind}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         info = mlflow.pyfunc.log_model(
             name="backbone", python_model=str(code), artifacts={"backbone": str(model_dir)},
             code_paths=[str(Path(__file__).resolve().parents[1])],
-            pip_requirements=BACKBONE_PIP_REQUIREMENTS, registered_model_name=f"backbone-{task}")
+            pip_requirements=BACKBONE_PIP_REQUIREMENTS, registered_model_name=name)
     client = mlflow.MlflowClient()
     version = str(info.registered_model_version)
     for key, value in tags.items():
-        client.set_model_version_tag(f"backbone-{task}", version, key, value)
+        client.set_model_version_tag(name, version, key, value)
     from components.tracking.registry import mark_challenger
 
-    mark_challenger(f"backbone-{task}", version)
-    return {"name": f"backbone-{task}", "version": version, "run_id": run.info.run_id,
-            "model_uri": f"models:/backbone-{task}/{version}"}
+    mark_challenger(name, version)
+    return {"name": name, "version": version, "run_id": run.info.run_id, "model_uri": f"models:/{name}/{version}"}
 
 
 def download_backbone(model_uri: str, dest: str | Path) -> Path:
@@ -169,12 +170,13 @@ def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
     return load_backbone(weights), uri
 
 
-def latest_backbone_uri(task: str) -> str:
+def latest_backbone_uri(task: str, name: str | None = None) -> str:
+    """The newest version of `backbone-<task>` (or of the registered model `name`)."""
     import mlflow
 
     from components.lamp.tasks import get_task
 
-    name = f"backbone-{get_task(task).name}"
+    name = name or f"backbone-{get_task(task).name}"
     versions = mlflow.MlflowClient().search_model_versions(f"name='{name}'")
     if not versions:
         raise FileNotFoundError(f"no registered model {name}: train it first (persona train backbone --task {task})")

@@ -1,6 +1,6 @@
 """The main job end to end on a microscopic config: data -> backbone -> per-population
-TAP-PER and PPlug (registered, validated, promoted) -> evaluation -> report, and a second
-run that reuses every cached result."""
+TAP-PER and PPlug (registered, validated, promoted) -> Attn-GS marker and compressor
+(registered) -> evaluation -> report, and a second run that reuses every cached result."""
 
 import json
 
@@ -21,10 +21,12 @@ def test_pipeline_end_to_end_then_cached(tmp_path, prefect_api, monkeypatch):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     demo = params["profiles"]["demo"]
     demo["backbone"]["embedded"].update(TINY_EMBEDDED)
-    methods = ["non-personalized", "bm25-2", "full-context", "tap-per", "pplug"]
+    methods = ["non-personalized", "bm25-2", "full-context", "tap-per", "pplug", "attn-gs@6"]
     demo["evaluation"]["methods"] = methods
     demo["tap_per"].update({"epochs": 1, "prefix_length": 2, "max_examples": 40})
     demo["pplug"].update({"epochs": 1, "max_history": 8, "max_examples": 40})
+    demo["attn_gs"].update({"marker_steps": 2, "compressor_steps": 2, "train_budgets": [6], "max_train_examples": 16,
+                            "max_compressor_questions": 8, "batch_size": 4})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
 
     first = pipeline(repo=str(repo), push=False)
@@ -37,7 +39,10 @@ def test_pipeline_end_to_end_then_cached(tmp_path, prefect_api, monkeypatch):
         assert (repo / "reports" / f"comparison-{task}.png").stat().st_size > 1000
         assert "| bm25-2 |" in (repo / "reports" / f"comparison-{task}.md").read_text()
     assert "## LaMP-3" in first["text"]
-    assert first["promotions"] and all(d["promoted"] for d in first["promotions"].values())   # first champions
+        assert summary["tasks"][task]["methods"]["attn-gs@6"]["context_tokens_mean"] <= 6
+    populations = {k: d for k, d in first["promotions"].items() if not k.startswith("attn-gs")}
+    assert populations and all(d["promoted"] for d in populations.values())       # first champions
+    assert first["promotions"]["attn-gs:LaMP-2:compressor"]["name"] == "attn-gs-compressor-LaMP-2"
 
     second = pipeline(repo=str(repo), push=False)
     assert second["backbones"] == first["backbones"]            # no retraining

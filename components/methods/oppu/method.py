@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from components.backbone.model import Backbone
+from components.backbone.model import Backbone, answer_loss
 from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
@@ -30,14 +30,6 @@ class OppuConfig:
     lr: float = 1e-3
     batch_size: int = 8
     seed: int = 0
-
-
-def _answer_loss(backbone: Backbone, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-    """Answer-only loss without any prefix (TAP-PER's loss with an empty prefix)."""
-    from components.backbone.model import prefix_loss
-
-    empty = torch.zeros(len(prompts), 0, backbone.hidden_size)
-    return prefix_loss(backbone, empty, prompts, answers)
 
 
 class OppuMethod(Method):
@@ -79,7 +71,7 @@ class OppuMethod(Method):
             rng.shuffle(order)
             for i in range(0, len(order), self.cfg.batch_size):
                 batch = order[i:i + self.cfg.batch_size]
-                loss = _answer_loss(self.backbone, [q.input for q, _ in batch], [g for _, g in batch])
+                loss = answer_loss(self.backbone, [q.input for q, _ in batch], [g for _, g in batch])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -1,0 +1,187 @@
+"""Benchmark (issue 4): Attn-GS against its equal-budget baselines, one run, same questions.
+
+1. Fine-tunes the marker (task backbone + LoRA, answer loss + attention loss), marks the
+   training profiles, trains the compressor (`components/methods/attn_gs/train.py`).
+2. Marker quality on the test questions against the generator's ground-truth relevant
+   items (`relevance.json`): precision@k / recall@k of the inference-only marker (the
+   task backbone as is), the fine-tuned marker, random marking, and BM25 for reference.
+3. Quality and context tokens on time/test for: non-personalized, full context, BM25-4,
+   and at every budget B: Attn-GS (fine-tuned marker), Attn-GS with the inference-only
+   marker, random marking, mark-all, direct summary (compressor without marks),
+   recency@B, bm25@B, dense@B (ranked items in compact form, fitted to B).
+4. Costs: marking and compression seconds per user; a second evaluation of Attn-GS at
+   each budget reads the compressed-context cache (hit rate reported).
+5. The plot of quality against mean context tokens (log scale) and the table behind it
+   go to reports/bench/ and to one MLflow run (experiment `bench-attn-gs`).
+
+Needs `persona pipeline` (or `persona train backbone`) to have run.
+
+    python bench/attn_gs.py [--task LaMP-2] [--budgets 8 32] [--limit 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def marker_quality(spec, questions, relevance, scorers, ks=(1, 2, 4)):
+    from components.methods.attn_gs.marking import precision_recall_at_k
+
+    out = {}
+    for name, scores in scorers.items():
+        row = {}
+        for k in ks:
+            pairs = [precision_recall_at_k(s, [p.id for p in q.profile], set(relevance.get(q.id, {}).get("relevant", [])), k)
+                     for q, s in zip(questions, scores)]
+            pairs = [p for p in pairs if p is not None]
+            row[f"precision@{k}"] = sum(p for p, _ in pairs) / len(pairs)
+            row[f"recall@{k}"] = sum(r for _, r in pairs) / len(pairs)
+        out[name] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
+    ap.add_argument("--budgets", type=int, nargs="+", default=None, help="token budgets B (default: params.yaml)")
+    ap.add_argument("--limit", type=int, default=500, help="test questions evaluated (the first N)")
+    ap.add_argument("--marker-steps", type=int, default=300, help="marker fine-tuning steps (pipeline: params.yaml)")
+    ap.add_argument("--compressor-steps", type=int, default=400, help="compressor training steps")
+    ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
+    ap.add_argument("--train-budgets", type=int, nargs="+", default=[4, 8, 16, 32],
+                    help="budgets the compressor is trained for")
+    ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON and the plot go")
+    args = ap.parse_args()
+
+    import flows  # noqa: F401  (environment defaults)
+    from components.config import load_profile
+    from components.evaluation.harness import evaluate
+    from components.evaluation.report import pareto_plot
+    from components.lamp.io import read_golds, read_questions
+    from components.lamp.splits import split_files
+    from components.lamp.tasks import get_task
+    from components.methods import build_method
+    from components.methods.attn_gs.marking import Marker, random_scores
+    from components.methods.attn_gs.method import AttnGSMethod
+    from components.methods.attn_gs.data import training_data
+    from components.methods.attn_gs.train import train_attn_gs
+    from components.retrieval.rankers import rank_bm25
+    from components.tracking import mlflow_tracking
+    from components.tracking.mlflow_tracking import resolve_backbone
+
+    spec = get_task(args.task)
+    settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
+        "marker_steps": args.marker_steps, "compressor_steps": args.compressor_steps,
+        "max_compressor_questions": args.compressor_questions, "train_budgets": args.train_budgets})
+    marking, marker_cfg, compressor_cfg = settings.configs()
+    budgets = args.budgets or settings.budgets
+    mlflow_tracking.configure(ROOT)
+    backbone, uri = resolve_backbone(spec.name, None, ROOT)
+
+    def load(split):
+        qfile, ofile = split_files(spec.name, split, ROOT / "data")
+        return read_questions(qfile, spec), read_golds(ofile, spec)
+
+    test_q, golds = load("time/test")
+    test_q = test_q[:args.limit]
+    relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
+    pairs = training_data(spec, ROOT / "data", settings.max_train_examples)
+    t0 = time.perf_counter()
+    marker_bb, compressor, info = train_attn_gs(backbone, spec, pairs, marking, marker_cfg, compressor_cfg,
+                                                settings.train_budgets, settings.attention_weight, settings.target,
+                                                settings.max_compressor_questions)
+    info["train_seconds"] = time.perf_counter() - t0
+    print(f"trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
+
+    inference_only, fine_tuned = Marker(backbone, marking), Marker(marker_bb, marking)
+    bm25 = []
+    for q in test_q:
+        order = rank_bm25(spec, q)
+        s = [0.0] * len(order)
+        for rank, i in enumerate(order):
+            s[i] = -float(rank)
+        bm25.append(s)
+    quality = marker_quality(spec, test_q, relevance, {
+        "inference-only marker": inference_only.score(spec, test_q), "fine-tuned marker": fine_tuned.score(spec, test_q),
+        "random marking": [random_scores(q) for q in test_q], "bm25 (reference)": bm25})
+    print("\nmarker quality against the relevant items (time/test)")
+    for name, row in quality.items():
+        print(f"  {name:<24} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
+
+    cache_root = Path(tempfile.mkdtemp(prefix="attn-gs-contexts-"))
+    results, costs = {}, {}
+
+    def run(method, bb=backbone):
+        r = evaluate(method, bb, spec, test_q, golds, progress=False)
+        results[method.name] = r
+        print(f"  {method.name:<26} {spec.primary_metric} {r.metrics[spec.primary_metric]:.3f}  "
+              f"context tokens {r.costs['context_tokens_mean']:.1f}", flush=True)
+        return r
+
+    print(f"\n{spec.name} time/test (n={len(test_q)})")
+    for name in ("non-personalized", "full-context", "bm25-4"):
+        run(build_method(name))
+    for b in budgets:
+        for variant, mk, label in (("attention", fine_tuned, "ft"), ("attention", inference_only, "inference"),
+                                   ("random", None, ""), ("all", None, ""), ("none", None, "")):
+            method = AttnGSMethod(mk, compressor, b, variant, marking, versions=f"bench-{label}", cache_root=cache_root)
+            if label == "inference":
+                method.name = f"attn-gs-inference-only@{b}"
+            run(method)
+            if variant == "attention" and label == "ft":
+                users = max(1, len(method.timings.users))
+                again = AttnGSMethod(mk, compressor, b, variant, marking, versions=f"bench-{label}",
+                                     cache_root=cache_root)
+                evaluate(again, backbone, spec, test_q, golds, progress=False)
+                costs[method.name] = {"marking_seconds_per_user": method.timings.marking_seconds / users,
+                                      "compression_seconds_per_user": method.timings.compression_seconds / users,
+                                      "second_run_cache_hit_rate": again.cache.hit_rate,
+                                      "second_run_compressions": again.cache.misses}
+                print(f"    marking {costs[method.name]['marking_seconds_per_user']:.3f}s/user, compression "
+                      f"{costs[method.name]['compression_seconds_per_user']:.3f}s/user; second run: cache hit rate "
+                      f"{again.cache.hit_rate:.0%}", flush=True)
+        for ranker in ("recency", "bm25", "dense"):
+            run(build_method(f"{ranker}@{b}"))
+
+    metric = spec.primary_metric
+    full = results["full-context"]
+    summary = {"tasks": {spec.name: {"primary_metric": metric, "higher_is_better": spec.higher_is_better,
+                                     "methods": {n: {"metrics": r.metrics, "context_tokens_mean": r.costs["context_tokens_mean"],
+                                                     "per_user_params": 0} for n, r in results.items()}}}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = pareto_plot(summary, spec.name, out / f"attn_gs-{spec.name}.png")
+    table = {n: {metric: r.metrics[metric], "context_tokens_mean": r.costs["context_tokens_mean"],
+                 "tokens_vs_full": full.costs["context_tokens_mean"] / max(r.costs["context_tokens_mean"], 1e-9),
+                 "quality_vs_full": (r.metrics[metric] / full.metrics[metric] if spec.higher_is_better
+                                     else full.metrics[metric] / max(r.metrics[metric], 1e-9))}
+             for n, r in results.items()}
+    result = {"task": spec.name, "metric": metric, "n": len(test_q), "budgets": budgets, "training": info,
+              "marker_quality": quality, "methods": table, "costs": costs, "settings": settings.model_dump()}
+    path = out / f"attn_gs-{spec.name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    import mlflow
+
+    mlflow.set_experiment("bench-attn-gs")
+    with mlflow.start_run(run_name=f"attn-gs-{spec.name}", tags={"backbone": uri, "kind": "bench"}):
+        mlflow.log_dict(result, "attn_gs.json")
+        mlflow.log_artifact(str(plot))
+    print(f"\nquality relative to full context ({full.costs['context_tokens_mean']:.0f} context tokens):")
+    for n, row in table.items():
+        if results[n].costs["context_tokens_mean"] == 0:
+            print(f"  {n:<26} {row['quality_vs_full']:.2f} of full-context quality, no context")
+            continue
+        print(f"  {n:<26} {row['quality_vs_full']:.2f} of full-context quality at {row['tokens_vs_full']:.0f}x fewer tokens")
+    print(f"\nwritten {path} and {plot}; logged to MLflow experiment bench-attn-gs")
+
+
+if __name__ == "__main__":
+    main()

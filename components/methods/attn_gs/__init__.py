@@ -1,0 +1,1 @@
+"""Attn-GS: attention-guided marking and compression of user profiles (issue 4)."""

@@ -1,0 +1,256 @@
+"""Attn-GS marking: the attention a white-box LM pays, from the final prompt position,
+to each profile item ("sentence") of a LaMP prompt, and the rule that marks items.
+
+Attention is captured for the chosen layers only: an attention function registered with
+transformers' `AttentionInterface` runs the model's usual SDPA kernel and, for the
+flagged modules, also computes the one attention row of the last query position
+([batch, heads, keys]). No layer's full [heads, T, T] attention matrix is ever kept,
+so marking costs one forward pass. Decoder-only models: the self-attention of the
+chosen layers; encoder-decoder models: the decoder's cross-attention at its first step
+(the decoder start token reading the encoded prompt).
+
+Profiles longer than the model's window are scored in chunks (each chunk with the same
+task input) and the item scores merged. Choices, since the paper's body could not be
+read (`../shared/reference/methods-and-lamp.md` §A3), are documented in docs/attn-gs.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from components.backbone.model import Backbone
+from components.lamp.prompts import build_prompt
+from components.lamp.records import Question
+from components.lamp.tasks import TaskSpec
+
+CAPTURE = "persona_attn_capture"
+
+
+@dataclass(frozen=True)
+class MarkingConfig:
+    layers: str = "middle"       # "middle", "last", "all", or comma-separated layer indices ("0,1")
+    head_aggregation: str = "mean"   # mean | max over heads
+    token_pooling: str = "mean"      # mean | max | sum over an item's tokens
+    rule: str = "alpha"          # alpha: score > alpha*max | top_p: smallest set with top_p of the mass | top_k
+    alpha: float = 0.5
+    top_p: float = 0.5
+    top_k: int = 2
+    hide_outputs: bool = True    # the marker reads items without their past outputs (tags, scores)
+
+
+def hidden_output(spec: TaskSpec, item):
+    """The item with its output field emptied: the marker must attend by content."""
+    from components.lamp.records import ProfileItem
+
+    if spec.label_field is None or spec.label_field not in item.fields:
+        return item
+    return ProfileItem(item.id, {**item.fields, spec.label_field: ""}, item.date)
+
+
+def _capture_forward(module, query, key, value, attention_mask, scaling=None, position_bias=None, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if getattr(module, "_persona_capture", False):
+        k = key
+        if k.shape[1] != query.shape[1]:                       # grouped-query attention
+            k = k.repeat_interleave(query.shape[1] // k.shape[1], dim=1)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        n = min(getattr(module, "_persona_queries", 1), query.shape[2])
+        scores = (query[:, :, -n:, :].float() @ k.float().transpose(2, 3)) * scale
+        if position_bias is not None:
+            scores = scores + position_bias[:, :, -n:, :].float()
+        if attention_mask is not None:
+            mask = attention_mask[:, :, -n:, : scores.shape[-1]]
+            scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
+                      else scores + mask.float())
+        module._persona_rows.append(torch.softmax(scores, dim=-1).mean(2))
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                  position_bias=position_bias, **kwargs)
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(CAPTURE, _capture_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(CAPTURE, sdpa_mask)
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The attention modules that read the prompt, in layer order."""
+    encdec = bool(getattr(model.config, "is_encoder_decoder", False))
+    suffixes = ("EncDecAttention",) if encdec else ("self_attn", ".attn", "attention.self")
+    found = [m for n, m in model.named_modules() if n.endswith(suffixes) and any(p.ndim for p in m.parameters())]
+    if not found:
+        raise ValueError(f"cannot find the attention modules of {type(model).__name__}: marking supports "
+                         "Llama-, Qwen-, Mistral- and T5-style models (modules named self_attn / EncDecAttention)")
+    return found
+
+
+def select_layers(n: int, spec: str) -> list[int]:
+    if spec == "middle":
+        return [n // 2]
+    if spec == "last":
+        return [n - 1]
+    if spec == "all":
+        return list(range(n))
+    try:
+        chosen = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"layers {spec!r}: use middle, last, all or comma-separated indices") from None
+    bad = [i for i in chosen if not -n <= i < n]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has {n} attention layers")
+    return [i % n for i in chosen]
+
+
+@contextlib.contextmanager
+def capture_attention(model: torch.nn.Module, layers: str, queries: int = 1):
+    """Within the block, every forward records the last position's attention row of the
+    chosen layers in `module._persona_rows`; yields the list of those modules."""
+    _register()
+    modules = attention_modules(model)
+    chosen = [modules[i] for i in select_layers(len(modules), layers)]
+    configs = {id(c): c for c in [model.config, *(getattr(model.config, a, None) for a in
+                                                  ("text_config", "decoder", "encoder"))] if c is not None}
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            configs[id(cfg)] = cfg
+    before = {k: c._attn_implementation for k, c in configs.items()}
+    try:
+        for c in configs.values():
+            c._attn_implementation = CAPTURE
+        for m in chosen:
+            m._persona_capture, m._persona_rows, m._persona_queries = True, [], queries
+        yield chosen
+    finally:
+        for k, c in configs.items():
+            c._attn_implementation = before[k]
+        for m in chosen:
+            m._persona_capture = False
+            m._persona_rows = []
+
+
+class Marker:
+    """Scores a question's profile items by the attention the model pays to them."""
+
+    def __init__(self, backbone: Backbone, config: MarkingConfig = MarkingConfig(), name: str = "marker"):
+        self.backbone, self.config, self.name = backbone, config, name
+
+    def _chunks(self, spec: TaskSpec, q: Question, limit: int):
+        """Prompts covering every item (chronological order), each fitted to the window."""
+        items = list(range(len(q.profile)))
+        order = sorted(items, key=lambda i: (q.profile[i].date or "", i))
+        bb = self.backbone
+        profile = [hidden_output(spec, p) for p in q.profile] if self.config.hide_outputs else q.profile
+        while order:
+            prompt = build_prompt(spec, q.input, [profile[i] for i in order], limit, bb.tokenize, bb.detokenize)
+            if not prompt.item_spans:
+                return
+            yield prompt, [order[i] for i, _, _ in prompt.item_spans]
+            kept = {i for i, _, _ in prompt.item_spans}
+            order = [o for j, o in enumerate(order) if j not in kept]
+
+    @torch.no_grad()
+    def score(self, spec: TaskSpec, questions: Sequence[Question], batch_size: int = 16) -> list[list[float]]:
+        """Per question, one score per profile item (the attention mass per token, pooled)."""
+        bb = self.backbone
+        limit = bb.max_length - 4
+        jobs = []                                   # (question index, prompt, item indices)
+        for qi, q in enumerate(questions):
+            for prompt, idx in self._chunks(spec, q, limit):
+                jobs.append((qi, prompt, idx))
+        scores = [[0.0] * len(q.profile) for q in questions]
+        bb.model.eval()
+        with capture_attention(bb.model, self.config.layers) as modules:
+            for start in range(0, len(jobs), batch_size):
+                batch = jobs[start:start + batch_size]
+                for qi, idx, item_scores in self._score_batch(batch, modules):
+                    for i, s in zip(idx, item_scores):
+                        scores[qi][i] = s
+        return scores
+
+    def _score_batch(self, batch, modules):
+        rows = item_attention(self.backbone, [p for _, p, _ in batch], modules, self.config)
+        for (qi, _, idx), item_scores in zip(batch, rows):
+            yield qi, idx, item_scores.tolist()
+
+
+def item_attention(backbone: Backbone, prompts: Sequence, modules, config: MarkingConfig) -> list[torch.Tensor]:
+    """One forward over the prompts inside `capture_attention`: per prompt, the pooled
+    attention of the final position on each of its items ([n_items], differentiable)."""
+    texts = [p.text for p in prompts]
+    enc = backbone.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping")
+    inputs = {k: v.to(backbone.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    for m in modules:
+        m._persona_rows = []
+    if backbone.is_encoder_decoder:
+        start = backbone.model.config.decoder_start_token_id
+        dec = torch.full((len(texts), 1), start if start is not None else 0, device=backbone.device)
+        backbone.model(**inputs, decoder_input_ids=dec)
+    else:
+        backbone.model(**inputs)
+    rows = torch.stack([m._persona_rows[-1] for m in modules]).mean(0)          # [B, heads, T]
+    rows = rows.mean(1) if config.head_aggregation == "mean" else rows.amax(1)   # [B, T]
+    valid = inputs["attention_mask"].bool().cpu() & (offsets[..., 1] > offsets[..., 0])
+    out = []
+    for b, prompt in enumerate(prompts):
+        spans = torch.tensor([[a, z] for _, a, z in prompt.item_spans], dtype=torch.long).reshape(-1, 2)
+        member = ((offsets[b, None, :, 1] > spans[:, :1]) & (offsets[b, None, :, 0] < spans[:, 1:])
+                  & valid[b, None]).to(rows.device)                            # [items, T]
+        weights = member.to(rows.dtype)
+        if config.token_pooling == "max":
+            pooled = (rows[b, None] * weights).amax(1)
+        else:
+            pooled = (rows[b, None] * weights).sum(1)
+            if config.token_pooling == "mean":
+                pooled = pooled / weights.sum(1).clamp(min=1)
+        out.append(pooled)
+    return out
+
+
+def mark(scores: Sequence[float], config: MarkingConfig) -> list[bool]:
+    """The marking rule over one question's item scores."""
+    n = len(scores)
+    if n == 0:
+        return []
+    order = sorted(range(n), key=lambda i: -scores[i])
+    if config.rule == "alpha":
+        top = max(scores)
+        return [s >= config.alpha * top and top > 0 for s in scores]
+    if config.rule == "top_k":
+        keep = set(order[:config.top_k])
+    elif config.rule == "top_p":
+        total, mass, keep = sum(scores) or 1.0, 0.0, set()
+        for i in order:
+            keep.add(i)
+            mass += scores[i] / total
+            if mass >= config.top_p:
+                break
+    else:
+        raise ValueError(f"marking rule {config.rule!r}: use alpha, top_p or top_k")
+    return [i in keep for i in range(n)]
+
+
+def random_scores(q: Question, seed: int = 0) -> list[float]:
+    """Random marking's scores: a random order of the items, seeded per question."""
+    rng = random.Random(f"{seed}-{q.id}")
+    return [rng.random() for _ in q.profile]
+
+
+def precision_recall_at_k(scores: Sequence[float], item_ids: Sequence[str], relevant: set[str], k: int
+                          ) -> tuple[float, float] | None:
+    """Precision@k and recall@k of the top-k items against the ground-truth relevant ids
+    (None when the question has no relevant item)."""
+    if not relevant:
+        return None
+    top = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
+    hit = sum(item_ids[i] in relevant for i in top)
+    return hit / max(1, min(k, len(scores))), hit / len(relevant)

@@ -1,0 +1,174 @@
+"""Fine-tuning for Attn-GS's two models: a LoRA over a copy of the task backbone, trained
+with the answer-only loss on (prompt, target) pairs, then merged into a plain model so
+that the marker and the compressor load, save and register like any backbone.
+
+- the **marker** is fine-tuned on full-context prompts with the gold answer as target
+  (so that its attention separates the items that answer from those that do not);
+- the **compressor** on compression prompts (profile with marked items) with the
+  compressed context as target; the two mark tokens are added to its vocabulary and
+  their embedding rows trained (peft's `trainable_token_indices`).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from components.backbone.model import Backbone, answer_loss
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    rank: int = 8
+    alpha: int = 16
+    roles: str = "qkvo"
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def finetune(backbone: Backbone, prompts: Sequence[str], targets: Sequence[str], cfg: FinetuneConfig,
+             new_tokens: Sequence[str] = (), extra_loss: Callable[[Backbone, list[int]], torch.Tensor] | None = None,
+             progress: bool = True, desc: str = "fine-tune") -> tuple[Backbone, list[float]]:
+    """A merged copy of `backbone` after `cfg.steps` LoRA steps on the pairs; the original
+    is left untouched. `new_tokens` are added to the copy's tokenizer first; `extra_loss`
+    (the model being tuned, the batch's indices) is added to the answer loss."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from tqdm.auto import tqdm
+
+    from components.backbone.lora import attention_targets
+
+    if not prompts:
+        raise ValueError("no training pairs: the split has no questions with a profile")
+    torch.manual_seed(cfg.seed)
+    model = copy.deepcopy(backbone.model)
+    tokenizer = copy.deepcopy(backbone.tokenizer)
+    token_ids: list[int] = []
+    if new_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(new_tokens)})
+        model.resize_token_embeddings(len(tokenizer))
+        token_ids = tokenizer.convert_tokens_to_ids(list(new_tokens))
+    encdec = bool(getattr(model.config, "is_encoder_decoder", False))
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
+                      target_modules=attention_targets(model, cfg.roles),
+                      task_type=TaskType.SEQ_2_SEQ_LM if encdec else TaskType.CAUSAL_LM,
+                      trainable_token_indices=token_ids or None)
+    peft_model = get_peft_model(model, lora)
+    tuned = Backbone(peft_model, tokenizer, name=backbone.name)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    rng = random.Random(cfg.seed)
+    order = list(range(len(prompts)))
+    losses: list[float] = []
+    peft_model.train()
+    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, mininterval=2)
+    for step in bar:
+        if step * cfg.batch_size % len(order) < cfg.batch_size:
+            rng.shuffle(order)
+        at = step * cfg.batch_size % len(order)
+        idx = (order + order)[at:at + cfg.batch_size]
+        loss = answer_loss(tuned, [prompts[i] for i in idx], [targets[i] for i in idx])
+        if extra_loss is not None:
+            loss = loss + extra_loss(tuned, idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    bar.close()
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    return Backbone(merged, tokenizer, name=backbone.name), losses
+
+
+def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: int = 12, seed: int = 0,
+                    hide_outputs: bool = True):
+    """(prompt, gold, item flags) for fine-tuning the marker: each question with a random
+    subset of at most `max_items` of its profile items (chronological), flagged where the
+    item's past output equals the gold answer: the weak relevance signal any LaMP
+    training split has (no ground-truth sidecar is read)."""
+    from components.lamp.prompts import build_prompt
+    from components.methods.attn_gs.marking import hidden_output
+
+    rng = random.Random(seed)
+    out = []
+    for q, gold in pairs:
+        if not q.profile:
+            continue
+        idx = sorted(rng.sample(range(len(q.profile)), min(max_items, len(q.profile))),
+                     key=lambda i: (q.profile[i].date or "", i))
+        items = [q.profile[i] for i in idx]
+        shown = [hidden_output(spec, p) for p in items] if hide_outputs else items
+        prompt = build_prompt(spec, q.input, shown, limit, tokenize, detokenize)
+        flags = [str(items[i].fields.get(spec.label_field, "")).strip() == gold.strip() for i, _, _ in prompt.item_spans]
+        out.append((prompt, gold, flags))
+    return out
+
+
+def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfig, attention_weight: float = 1.0,
+                    progress: bool = True) -> tuple[Backbone, list[float]]:
+    """The fine-tuned marker: the task backbone tuned on profile prompts with the answer
+    loss plus `attention_weight` x the negative log of the attention mass (at the marking
+    layers, from the final position) on the items whose output is the answer."""
+    from components.methods.attn_gs.marking import capture_attention, item_attention
+
+    limit = backbone.max_length - spec.max_new_tokens - 2
+    examples = marker_examples(spec, pairs, limit, backbone.tokenize, backbone.detokenize, seed=cfg.seed,
+                               hide_outputs=marking.hide_outputs)
+
+    def attention_loss(tuned: Backbone, idx: list[int]) -> torch.Tensor:
+        batch = [examples[i] for i in idx if any(examples[i][2])]
+        if not batch or attention_weight == 0:
+            return torch.zeros((), device=tuned.device)
+        pooled = "sum" if marking.token_pooling == "mean" else marking.token_pooling
+        cfg_sum = type(marking)(**{**marking.__dict__, "token_pooling": "sum"}) if pooled == "sum" else marking
+        with capture_attention(tuned.model, marking.layers) as modules:
+            rows = item_attention(tuned, [p for p, _, _ in batch], modules, cfg_sum)
+        terms = [-torch.log(r[torch.tensor(f, device=r.device)].sum().clamp(min=1e-6)) for r, (_, _, f) in zip(rows, batch)]
+        return attention_weight * torch.stack(terms).mean()
+
+    return finetune(backbone, [p.text for p, _, _ in examples], [g for _, g, _ in examples], cfg,
+                    extra_loss=attention_loss, progress=progress, desc="fine-tune marker")
+
+
+def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: FinetuneConfig,
+                  compressor_cfg: FinetuneConfig, budgets, attention_weight: float = 1.0,
+                  target: str = "marked-content", max_compressor_questions: int = 600,
+                  progress: bool = True) -> tuple[Backbone, Backbone, dict]:
+    """Fine-tune the marker -> mark the training profiles -> train the compressor.
+    Returns (marker, compressor, info with losses and seconds per step)."""
+    import time
+
+    from components.methods.attn_gs.marking import Marker
+    from components.methods.attn_gs.method import MARK_TOKENS, target_builder, training_pairs
+
+    t0 = time.perf_counter()
+    marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, attention_weight, progress)
+    t1 = time.perf_counter()
+    rng = random.Random(compressor_cfg.seed)
+    questions = [q for q, _ in pairs if q.profile]
+    questions = rng.sample(questions, min(max_compressor_questions, len(questions)))
+    prompts, targets = training_pairs(spec, questions, Marker(marker, marking), marking, budgets, backbone,
+                                      target_builder(target), progress=progress)
+    t2 = time.perf_counter()
+    compressor, compressor_losses = finetune(backbone, prompts, targets, compressor_cfg, new_tokens=MARK_TOKENS,
+                                             progress=progress, desc="train compressor")
+    t3 = time.perf_counter()
+    info = {"marker_loss_first": _mean(marker_losses[:20]), "marker_loss_last": _mean(marker_losses[-20:]),
+            "compressor_loss_first": _mean(compressor_losses[:20]),
+            "compressor_loss_last": _mean(compressor_losses[-20:]),
+            "marker_seconds": t1 - t0, "marking_training_seconds": t2 - t1, "compressor_seconds": t3 - t2,
+            "compressor_examples": len(prompts)}
+    return marker, compressor, info
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")

@@ -1,0 +1,175 @@
+"""Attn-GS on tiny decoder-only and encoder-decoder backbones (issue 4)."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from components.lamp.io import read_golds, read_questions
+from components.lamp.prompts import (MARK_END, MARK_START, build_prompt, compact_item, fit_compact,
+                                     prompt_with_context)
+from components.lamp.tasks import get_task
+from components.methods import build_method
+from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, mark,
+                                                precision_recall_at_k, select_layers)
+from components.methods.attn_gs.method import (AttnGSMethod, TeacherTargets, compression_prompt,
+                                               marked_content_target, target_builder)
+from components.methods.attn_gs.train import FinetuneConfig, finetune, finetune_marker
+
+SPEC = get_task("LaMP-2")
+
+
+def _questions(synth_root, n=6, split="train"):
+    qs = read_questions(synth_root / "LaMP-2" / f"{split}_questions.json", SPEC)[:n]
+    golds = read_golds(synth_root / "LaMP-2" / f"{split}_outputs.json", SPEC)
+    return qs, golds
+
+
+def test_item_spans_cover_each_item_and_marks_wrap_the_flagged_ones(tiny, synth_root):
+    q = _questions(synth_root, 1)[0][0]
+    flags = [i % 3 == 0 for i in range(len(q.profile))]
+    p = build_prompt(SPEC, q.input, q.profile, 2000, tiny.tokenize, tiny.detokenize, marked=flags)
+    assert [i for i, _, _ in p.item_spans] == list(range(len(q.profile)))
+    for i, a, z in p.item_spans:
+        piece = p.text[a:z]
+        assert q.profile[i].fields["tag"] in piece
+        assert piece.startswith(MARK_START) == flags[i] and piece.endswith(MARK_END) == flags[i]
+    short = build_prompt(SPEC, q.input, q.profile, 120, tiny.tokenize, tiny.detokenize)
+    kept = [i for i, _, _ in short.item_spans]
+    assert kept and kept == list(range(len(q.profile) - len(kept), len(q.profile)))   # the newest items
+
+
+def test_captured_row_equals_the_eager_attention_of_the_last_position(tiny, synth_root):
+    qs, _ = _questions(synth_root, 3)
+    texts = [build_prompt(SPEC, q.input, q.profile[:4], 200, tiny.tokenize, tiny.detokenize).text for q in qs]
+    enc = tiny.encode_batch(texts)
+    model = tiny.model
+    extra = {}
+    if tiny.is_encoder_decoder:
+        extra["decoder_input_ids"] = torch.zeros(len(texts), 1, dtype=torch.long)
+    with torch.no_grad(), capture_attention(model, "1") as modules:
+        model(**enc, **extra)
+        row = modules[0]._persona_rows[-1]                                    # [B, heads, T]
+    assert model.config._attn_implementation != "persona_attn_capture"      # restored
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            out = model(**enc, **extra, output_attentions=True)
+    finally:
+        model.set_attn_implementation("sdpa")
+    full = (out.cross_attentions if tiny.is_encoder_decoder else out.attentions)[1][:, :, -1]
+    assert torch.allclose(row, full, atol=1e-5)
+    assert torch.allclose(row.sum(-1), torch.ones_like(row.sum(-1)), atol=1e-5)
+    pads = enc["attention_mask"] == 0
+    assert float(row.permute(0, 2, 1)[pads].abs().sum()) == 0.0
+
+
+def test_marker_scores_every_item_even_beyond_the_window(tiny, synth_root):
+    q = _questions(synth_root, 1)[0][0]
+    small = copy.copy(tiny)
+    marker = Marker(tiny, MarkingConfig(layers="middle"))
+    scores = marker.score(SPEC, [q])[0]
+    assert len(scores) == len(q.profile) and all(s > 0 for s in scores)
+    # a window that holds a few items: chunks with the same query cover the whole profile
+    marker_small = Marker(small, MarkingConfig(layers="middle"))
+    small.tokenizer = copy.deepcopy(tiny.tokenizer)
+    small.tokenizer.model_max_length = 90
+    chunked = marker_small.score(SPEC, [q])[0]
+    assert len(chunked) == len(q.profile) and all(s > 0 for s in chunked)
+
+
+def test_marking_rules_and_precision_recall():
+    s = [0.1, 0.5, 0.3, 0.05]
+    assert mark(s, MarkingConfig(rule="alpha", alpha=0.5)) == [False, True, True, False]
+    assert mark(s, MarkingConfig(rule="top_k", top_k=1)) == [False, True, False, False]
+    assert mark(s, MarkingConfig(rule="top_p", top_p=0.8)) == [False, True, True, False]
+    with pytest.raises(ValueError, match="rule"):
+        mark(s, MarkingConfig(rule="best"))
+    assert precision_recall_at_k(s, ["a", "b", "c", "d"], {"b", "d"}, 2) == (0.5, 0.5)
+    assert precision_recall_at_k(s, ["a", "b", "c", "d"], set(), 2) is None
+    assert select_layers(4, "middle") == [2] and select_layers(4, "0,-1") == [0, 3]
+    with pytest.raises(ValueError, match="out of range"):
+        select_layers(2, "5")
+
+
+def test_compact_contexts_stay_within_the_budget(tiny, synth_root):
+    q = _questions(synth_root, 1)[0][0]
+    units = [compact_item(SPEC, p) for p in q.profile]
+    assert units[0] == f'"{q.profile[0].fields["tag"]}"'
+    for budget in (1, 3, 8, 20):
+        text = fit_compact(units, budget, tiny.tokenize, tiny.detokenize)
+        assert 0 < len(tiny.tokenize(text)) <= budget
+    assert prompt_with_context(SPEC, "INPUT", "") == "INPUT"
+    assert prompt_with_context(SPEC, "INPUT", "ctx") == "ctx. INPUT"
+    method = build_method("bm25@8")
+    preds = method.predict(tiny, SPEC, _questions(synth_root, 4)[0])
+    assert all(0 < p.context_tokens <= 8 for p in preds)
+    with pytest.raises(ValueError, match="budget"):
+        build_method("bm25@0")
+
+
+def test_targets_rank_marked_items_and_teacher_targets_name_their_file(tiny, synth_root, tmp_path):
+    q = _questions(synth_root, 1)[0][0]
+    scores = [float(i) for i in range(len(q.profile))]
+    flags = [i >= len(q.profile) - 2 for i in range(len(q.profile))]
+    target = marked_content_target(SPEC, q, scores, flags, 40, tiny.tokenize, tiny.detokenize)
+    newest, before = (compact_item(SPEC, q.profile[i]) for i in (-1, -2))
+    assert target == f"{newest}, and {before}"
+    f = tmp_path / "teacher.json"
+    f.write_text(json.dumps({q.id: "a long teacher summary of the user"}))
+    assert target_builder(f"teacher:{f}")(SPEC, q, scores, flags, 3, tiny.tokenize, tiny.detokenize)
+    with pytest.raises(KeyError, match="teacher.json"):
+        TeacherTargets(f)(SPEC, _questions(synth_root, 2)[0][1], scores, flags, 3, tiny.tokenize, tiny.detokenize)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="bad.json"):
+        TeacherTargets(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="compression target"):
+        target_builder("summaries")
+
+
+def test_finetune_trains_lora_and_mark_tokens_and_leaves_the_backbone_alone(tiny, synth_root):
+    qs, golds = _questions(synth_root, 6)
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    prompts = [compression_prompt(SPEC, q, [True] * len(q.profile), 8, tiny) for q in qs]
+    targets = [golds[q.id] for q in qs]
+    tuned, losses = finetune(tiny, prompts, targets, FinetuneConfig(steps=6, batch_size=3), new_tokens=(MARK_START, MARK_END),
+                             progress=False)
+    assert len(losses) == 6 and all(l == l for l in losses)
+    ids = tuned.tokenizer.convert_tokens_to_ids([MARK_START, MARK_END])
+    assert len(set(ids)) == 2 and tuned.tokenize(MARK_START) == ids[:1]
+    assert all(torch.equal(before[k], v) for k, v in tiny.model.state_dict().items())
+    assert tuned.model.get_input_embeddings().weight.shape[0] == len(tuned.tokenizer)
+    marker, mlosses = finetune_marker(tiny, SPEC, [(q, golds[q.id]) for q in qs], MarkingConfig(layers="0"),
+                                      FinetuneConfig(steps=3, batch_size=3), progress=False)
+    assert len(mlosses) == 3 and mlosses[0] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(marker.model.state_dict().values(), before.values()))
+
+
+@pytest.mark.parametrize("variant", ["attention", "random", "all", "none"])
+def test_attn_gs_answers_within_budget_and_a_second_run_hits_the_cache(tiny, synth_root, tmp_path, variant):
+    qs, golds = _questions(synth_root, 5, "dev")
+    compressor, _ = finetune(tiny, [compression_prompt(SPEC, q, [True] * len(q.profile), 6, tiny) for q in qs],
+                             [golds[q.id] for q in qs], FinetuneConfig(steps=2, batch_size=2),
+                             new_tokens=(MARK_START, MARK_END), progress=False)
+    marker = Marker(tiny, MarkingConfig(layers="middle")) if variant == "attention" else None
+    method = AttnGSMethod(marker, compressor, 6, variant, versions="test", cache_root=tmp_path)
+    preds = method.predict(tiny, SPEC, qs)
+    assert len(preds) == len(qs) and all(p.context_tokens <= 6 for p in preds)
+    assert method.cache.misses == len(qs) and method.timings.users
+    again = AttnGSMethod(marker, compressor, 6, variant, versions="test", cache_root=tmp_path)
+    assert [p.output for p in again.predict(tiny, SPEC, qs)] == [p.output for p in preds]
+    assert again.cache.hit_rate == 1.0
+    other = AttnGSMethod(marker, compressor, 6, variant, versions="another-compressor", cache_root=tmp_path)
+    other.predict(tiny, SPEC, qs[:1])
+    assert other.cache.misses == 1
+    assert method.name.endswith("@6")
+
+
+def test_attn_gs_refuses_bad_settings(tiny):
+    with pytest.raises(ValueError, match="needs a marker"):
+        AttnGSMethod(None, tiny, 8, "attention")
+    with pytest.raises(ValueError, match="budget"):
+        AttnGSMethod(None, tiny, 0, "random")
+    with pytest.raises(ValueError, match="variant"):
+        AttnGSMethod(None, tiny, 8, "best")
