@@ -97,7 +97,8 @@ def main() -> None:
     t0 = time.perf_counter()
     marker_bb, compressor, info = train_attn_gs(backbone, spec, pairs, marking, marker_cfg, compressor_cfg,
                                                 settings.train_budgets, settings.attention_weight, settings.target,
-                                                settings.max_compressor_questions)
+                                                settings.max_compressor_questions,
+                                                supervision=settings.marker_supervision)
     info["train_seconds"] = time.perf_counter() - t0
     print(f"trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
 

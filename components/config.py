@@ -193,6 +193,9 @@ class AttnGSSettings(_Strict):
     top_p: float = Field(0.5, gt=0, le=1)
     top_k: int = Field(2, ge=1)
     attention_weight: float = Field(1.0, ge=0, description="weight of the marker's attention loss")
+    hide_outputs: bool = True
+    query: Literal["last", "input"] = "last"
+    marker_supervision: Literal["label", "label+lexical"] = "label"
     marker_steps: int = Field(300, ge=0)
     marker_rank: int = Field(16, ge=1)
     marker_lr: float = Field(2e-3, gt=0)
@@ -213,7 +216,7 @@ class AttnGSSettings(_Strict):
 
         marking = MarkingConfig(layers=self.layers, head_aggregation=self.head_aggregation,
                                 token_pooling=self.token_pooling, rule=self.rule, alpha=self.alpha,
-                                top_p=self.top_p, top_k=self.top_k)
+                                top_p=self.top_p, top_k=self.top_k, hide_outputs=self.hide_outputs, query=self.query)
         marker = FinetuneConfig(rank=self.marker_rank, alpha=2 * self.marker_rank, steps=self.marker_steps,
                                 batch_size=self.batch_size, lr=self.marker_lr, seed=self.seed)
         compressor = FinetuneConfig(rank=self.compressor_rank, alpha=2 * self.compressor_rank,

@@ -41,6 +41,7 @@ class MarkingConfig:
     top_p: float = 0.5
     top_k: int = 2
     hide_outputs: bool = True    # the marker reads items without their past outputs (tags, scores)
+    query: str = "last"          # last: the final prompt position | input: mean over the task input's content tokens
 
 
 def hidden_output(spec: TaskSpec, item):
@@ -52,6 +53,14 @@ def hidden_output(spec: TaskSpec, item):
     return ProfileItem(item.id, {**item.fields, spec.label_field: ""}, item.date)
 
 
+def _rows_at(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t [B or 1, H or 1, Tq, Tk] -> the query rows idx [B, N] -> [B, H or 1, N, Tk]."""
+    if t.shape[2] == 1:
+        return t.expand(idx.shape[0], -1, -1, -1) if t.shape[0] == 1 else t
+    t = t.expand(idx.shape[0], -1, -1, -1) if t.shape[0] == 1 else t
+    return t.gather(2, idx[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
+
+
 def _capture_forward(module, query, key, value, attention_mask, scaling=None, position_bias=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -60,15 +69,22 @@ def _capture_forward(module, query, key, value, attention_mask, scaling=None, po
         if k.shape[1] != query.shape[1]:                       # grouped-query attention
             k = k.repeat_interleave(query.shape[1] // k.shape[1], dim=1)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        n = min(getattr(module, "_persona_queries", 1), query.shape[2])
-        scores = (query[:, :, -n:, :].float() @ k.float().transpose(2, 3)) * scale
+        positions = getattr(module, "_persona_positions", None)     # [B, N] query rows (-1: none)
+        if positions is None or query.shape[2] == 1:
+            positions = torch.full((query.shape[0], 1), query.shape[2] - 1, device=query.device)
+        positions = positions.to(query.device)
+        idx, valid = positions.clamp(min=0), (positions >= 0).float()
+        scores = (_rows_at(query, idx).float() @ k.float().transpose(2, 3)) * scale
         if position_bias is not None:
-            scores = scores + position_bias[:, :, -n:, :].float()
+            scores = scores + _rows_at(position_bias, idx).float()
         if attention_mask is not None:
-            mask = attention_mask[:, :, -n:, : scores.shape[-1]]
-            scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
-                      else scores + mask.float())
-        module._persona_rows.append(torch.softmax(scores, dim=-1).mean(2))
+            mask = _rows_at(attention_mask[..., : scores.shape[-1]], idx)
+            scores = (scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool
+                      else scores + mask.float().clamp(min=torch.finfo(scores.dtype).min / 2))
+        # (finite, not -inf: a padding row that is masked everywhere gets zero weight below,
+        # without a NaN in the backward pass)
+        weights = torch.softmax(scores, dim=-1) * valid[:, None, :, None]
+        module._persona_rows.append(weights.sum(2) / valid.sum(1).clamp(min=1)[:, None, None])
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                   position_bias=position_bias, **kwargs)
 
@@ -81,11 +97,15 @@ def _register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(CAPTURE, sdpa_mask)
 
 
-def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The attention modules that read the prompt, in layer order."""
+def attention_modules(model: torch.nn.Module, query: str = "last") -> list[torch.nn.Module]:
+    """The attention modules that read the prompt, in layer order: for encoder-decoder
+    models the decoder's cross-attention (query `last`) or the encoder's self-attention
+    (query `input`)."""
     encdec = bool(getattr(model.config, "is_encoder_decoder", False))
-    suffixes = ("EncDecAttention",) if encdec else ("self_attn", ".attn", "attention.self")
-    found = [m for n, m in model.named_modules() if n.endswith(suffixes) and any(p.ndim for p in m.parameters())]
+    suffixes = (("EncDecAttention",) if query == "last" else ("SelfAttention",)) if encdec else \
+        ("self_attn", ".attn", "attention.self")
+    found = [m for n, m in model.named_modules() if n.endswith(suffixes) and any(p.ndim for p in m.parameters())
+             and not (encdec and query != "last" and "decoder" in n)]
     if not found:
         raise ValueError(f"cannot find the attention modules of {type(model).__name__}: marking supports "
                          "Llama-, Qwen-, Mistral- and T5-style models (modules named self_attn / EncDecAttention)")
@@ -110,11 +130,12 @@ def select_layers(n: int, spec: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def capture_attention(model: torch.nn.Module, layers: str, queries: int = 1):
-    """Within the block, every forward records the last position's attention row of the
-    chosen layers in `module._persona_rows`; yields the list of those modules."""
+def capture_attention(model: torch.nn.Module, layers: str, query: str = "last"):
+    """Within the block, every forward records, for the chosen layers, the attention row of
+    the final position (or the mean row over `module._persona_positions`) in
+    `module._persona_rows`; yields the list of those modules."""
     _register()
-    modules = attention_modules(model)
+    modules = attention_modules(model, query)
     chosen = [modules[i] for i in select_layers(len(modules), layers)]
     configs = {id(c): c for c in [model.config, *(getattr(model.config, a, None) for a in
                                                   ("text_config", "decoder", "encoder"))] if c is not None}
@@ -127,14 +148,13 @@ def capture_attention(model: torch.nn.Module, layers: str, queries: int = 1):
         for c in configs.values():
             c._attn_implementation = CAPTURE
         for m in chosen:
-            m._persona_capture, m._persona_rows, m._persona_queries = True, [], queries
+            m._persona_capture, m._persona_rows, m._persona_positions = True, [], None
         yield chosen
     finally:
         for k, c in configs.items():
             c._attn_implementation = before[k]
         for m in chosen:
-            m._persona_capture = False
-            m._persona_rows = []
+            m._persona_capture, m._persona_rows, m._persona_positions = False, [], None
 
 
 class Marker:
@@ -153,7 +173,7 @@ class Marker:
             prompt = build_prompt(spec, q.input, [profile[i] for i in order], limit, bb.tokenize, bb.detokenize)
             if not prompt.item_spans:
                 return
-            yield prompt, [order[i] for i, _, _ in prompt.item_spans]
+            yield prompt, [order[i] for i, _, _ in prompt.item_spans], query_span(spec, q.input, prompt.text)
             kept = {i for i, _, _ in prompt.item_spans}
             order = [o for j, o in enumerate(order) if j not in kept]
 
@@ -164,11 +184,11 @@ class Marker:
         limit = bb.max_length - 4
         jobs = []                                   # (question index, prompt, item indices)
         for qi, q in enumerate(questions):
-            for prompt, idx in self._chunks(spec, q, limit):
-                jobs.append((qi, prompt, idx))
+            for prompt, idx, span in self._chunks(spec, q, limit):
+                jobs.append((qi, prompt, idx, span))
         scores = [[0.0] * len(q.profile) for q in questions]
         bb.model.eval()
-        with capture_attention(bb.model, self.config.layers) as modules:
+        with capture_attention(bb.model, self.config.layers, self.config.query) as modules:
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 for qi, idx, item_scores in self._score_batch(batch, modules):
@@ -177,20 +197,46 @@ class Marker:
         return scores
 
     def _score_batch(self, batch, modules):
-        rows = item_attention(self.backbone, [p for _, p, _ in batch], modules, self.config)
-        for (qi, _, idx), item_scores in zip(batch, rows):
+        rows = item_attention(self.backbone, [p for _, p, _, _ in batch], modules, self.config,
+                              [s for _, _, _, s in batch])
+        for (qi, _, idx, _), item_scores in zip(batch, rows):
             yield qi, idx, item_scores.tolist()
 
 
-def item_attention(backbone: Backbone, prompts: Sequence, modules, config: MarkingConfig) -> list[torch.Tensor]:
+def query_span(spec: TaskSpec, task_input: str, text: str) -> tuple[int, int]:
+    """Where the task input's content (e.g. the description to tag) sits in a prompt."""
+    content = spec.query_text(task_input).strip() or task_input
+    at = text.rfind(content)
+    if at < 0:
+        content = task_input
+        at = max(text.rfind(task_input), 0)
+    return at, at + len(content)
+
+
+def item_attention(backbone: Backbone, prompts: Sequence, modules, config: MarkingConfig,
+                   query_spans: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
     """One forward over the prompts inside `capture_attention`: per prompt, the pooled
-    attention of the final position on each of its items ([n_items], differentiable)."""
+    attention of the query (the final position, or the task input's content tokens) on
+    each of its items ([n_items], differentiable)."""
     texts = [p.text for p in prompts]
     enc = backbone.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=True)
     offsets = enc.pop("offset_mapping")
     inputs = {k: v.to(backbone.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    positions = None
+    if config.query == "input":
+        if query_spans is None:
+            raise ValueError("marking from the task input needs the input's place in each prompt")
+        real = inputs["attention_mask"].bool().cpu() & (offsets[..., 1] > offsets[..., 0])
+        rows_pos = [((offsets[b, :, 1] > a) & (offsets[b, :, 0] < z) & real[b]).nonzero()[:, 0]
+                    for b, (a, z) in enumerate(query_spans)]
+        width = max(1, max(len(r) for r in rows_pos))
+        positions = torch.full((len(texts), width), -1, dtype=torch.long)
+        for b, r in enumerate(rows_pos):
+            positions[b, : len(r)] = r
+    elif config.query != "last":
+        raise ValueError(f"marking query {config.query!r}: use last or input")
     for m in modules:
-        m._persona_rows = []
+        m._persona_rows, m._persona_positions = [], positions
     if backbone.is_encoder_decoder:
         start = backbone.model.config.decoder_start_token_id
         dec = torch.full((len(texts), 1), start if start is not None else 0, device=backbone.device)

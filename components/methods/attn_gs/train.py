@@ -88,14 +88,20 @@ def finetune(backbone: Backbone, prompts: Sequence[str], targets: Sequence[str],
     return Backbone(merged, tokenizer, name=backbone.name), losses
 
 
+def _content_words(text: str) -> set[str]:
+    import re
+
+    return {w for w in re.findall(r"\w+", text.lower()) if len(w) > 2}
+
+
 def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: int = 12, seed: int = 0,
-                    hide_outputs: bool = True):
+                    hide_outputs: bool = True, supervision: str = "label"):
     """(prompt, gold, item flags) for fine-tuning the marker: each question with a random
     subset of at most `max_items` of its profile items (chronological), flagged where the
     item's past output equals the gold answer: the weak relevance signal any LaMP
     training split has (no ground-truth sidecar is read)."""
     from components.lamp.prompts import build_prompt
-    from components.methods.attn_gs.marking import hidden_output
+    from components.methods.attn_gs.marking import hidden_output, query_span
 
     rng = random.Random(seed)
     out = []
@@ -108,20 +114,26 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
         shown = [hidden_output(spec, p) for p in items] if hide_outputs else items
         prompt = build_prompt(spec, q.input, shown, limit, tokenize, detokenize)
         flags = [str(items[i].fields.get(spec.label_field, "")).strip() == gold.strip() for i, _, _ in prompt.item_spans]
-        out.append((prompt, gold, flags))
+        if supervision == "label+lexical":
+            query = _content_words(spec.query_text(q.input))
+            flags = [f and bool(query & _content_words(spec.item_text(items[i].fields)))
+                     for f, (i, _, _) in zip(flags, prompt.item_spans)]
+        out.append((prompt, gold, flags, query_span(spec, q.input, prompt.text)))
     return out
 
 
 def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfig, attention_weight: float = 1.0,
-                    progress: bool = True) -> tuple[Backbone, list[float]]:
+                    progress: bool = True, supervision: str = "label") -> tuple[Backbone, list[float]]:
     """The fine-tuned marker: the task backbone tuned on profile prompts with the answer
-    loss plus `attention_weight` x the negative log of the attention mass (at the marking
-    layers, from the final position) on the items whose output is the answer."""
+    loss plus `attention_weight` x the negative log of the share of the items' attention
+    (at the marking layers, from the marking query) that falls on the flagged items:
+    those whose output is the answer (`label`), and that also share a content word with
+    the input (`label+lexical`)."""
     from components.methods.attn_gs.marking import capture_attention, item_attention
 
     limit = backbone.max_length - spec.max_new_tokens - 2
     examples = marker_examples(spec, pairs, limit, backbone.tokenize, backbone.detokenize, seed=cfg.seed,
-                               hide_outputs=marking.hide_outputs)
+                               hide_outputs=marking.hide_outputs, supervision=supervision)
 
     def attention_loss(tuned: Backbone, idx: list[int]) -> torch.Tensor:
         batch = [examples[i] for i in idx if any(examples[i][2])]
@@ -129,19 +141,22 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
             return torch.zeros((), device=tuned.device)
         pooled = "sum" if marking.token_pooling == "mean" else marking.token_pooling
         cfg_sum = type(marking)(**{**marking.__dict__, "token_pooling": "sum"}) if pooled == "sum" else marking
-        with capture_attention(tuned.model, marking.layers) as modules:
-            rows = item_attention(tuned, [p for p, _, _ in batch], modules, cfg_sum)
-        terms = [-torch.log(r[torch.tensor(f, device=r.device)].sum().clamp(min=1e-6)) for r, (_, _, f) in zip(rows, batch)]
+        with capture_attention(tuned.model, marking.layers, marking.query) as modules:
+            rows = item_attention(tuned, [e[0] for e in batch], modules, cfg_sum, [e[3] for e in batch])
+        # the share of the items' attention that falls on the flagged items (moving mass from
+        # the template and the input onto all items would not separate anything)
+        terms = [-torch.log((r[torch.tensor(e[2], device=r.device)].sum() / r.sum().clamp(min=1e-9)).clamp(min=1e-6))
+                 for r, e in zip(rows, batch)]
         return attention_weight * torch.stack(terms).mean()
 
-    return finetune(backbone, [p.text for p, _, _ in examples], [g for _, g, _ in examples], cfg,
+    return finetune(backbone, [e[0].text for e in examples], [e[1] for e in examples], cfg,
                     extra_loss=attention_loss, progress=progress, desc="fine-tune marker")
 
 
 def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: FinetuneConfig,
                   compressor_cfg: FinetuneConfig, budgets, attention_weight: float = 1.0,
                   target: str = "marked-content", max_compressor_questions: int = 600,
-                  progress: bool = True) -> tuple[Backbone, Backbone, dict]:
+                  progress: bool = True, supervision: str = "label") -> tuple[Backbone, Backbone, dict]:
     """Fine-tune the marker -> mark the training profiles -> train the compressor.
     Returns (marker, compressor, info with losses and seconds per step)."""
     import time
@@ -150,7 +165,8 @@ def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: Finetune
     from components.methods.attn_gs.method import MARK_TOKENS, target_builder, training_pairs
 
     t0 = time.perf_counter()
-    marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, attention_weight, progress)
+    marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, attention_weight, progress,
+                                            supervision)
     t1 = time.perf_counter()
     rng = random.Random(compressor_cfg.seed)
     questions = [q for q, _ in pairs if q.profile]
