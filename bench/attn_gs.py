@@ -53,7 +53,9 @@ def main() -> None:
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--budgets", type=int, nargs="+", default=None, help="token budgets B (default: params.yaml)")
     ap.add_argument("--limit", type=int, default=500, help="test questions evaluated (the first N)")
-    ap.add_argument("--marker-steps", type=int, default=300, help="marker fine-tuning steps (pipeline: params.yaml)")
+    ap.add_argument("--marker-steps", type=int, default=800, help="marker fine-tuning steps")
+    ap.add_argument("--supervision", choices=["label", "label+lexical"], default=None,
+                    help="the marker's weak relevance labels (default: params.yaml)")
     ap.add_argument("--compressor-steps", type=int, default=400, help="compressor training steps")
     ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
     ap.add_argument("--train-budgets", type=int, nargs="+", default=[4, 8, 16, 32],
@@ -80,7 +82,8 @@ def main() -> None:
     spec = get_task(args.task)
     settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
         "marker_steps": args.marker_steps, "compressor_steps": args.compressor_steps,
-        "max_compressor_questions": args.compressor_questions, "train_budgets": args.train_budgets})
+        "max_compressor_questions": args.compressor_questions, "train_budgets": args.train_budgets,
+        **({"marker_supervision": args.supervision} if args.supervision else {})})
     marking, marker_cfg, compressor_cfg = settings.configs()
     budgets = args.budgets or settings.budgets
     mlflow_tracking.configure(ROOT)
@@ -98,7 +101,8 @@ def main() -> None:
     marker_bb, compressor, info = train_attn_gs(backbone, spec, pairs, marking, marker_cfg, compressor_cfg,
                                                 settings.train_budgets, settings.attention_weight, settings.target,
                                                 settings.max_compressor_questions,
-                                                supervision=settings.marker_supervision)
+                                                supervision=settings.marker_supervision,
+                                                answer_weight=settings.marker_answer_weight)
     info["train_seconds"] = time.perf_counter() - t0
     print(f"trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
 

@@ -195,10 +195,10 @@ class AttnGSSettings(_Strict):
     attention_weight: float = Field(1.0, ge=0, description="weight of the marker's attention loss")
     hide_outputs: bool = True
     query: Literal["last", "input"] = "last"
-    marker_supervision: Literal["label", "label+lexical"] = "label"
-    marker_steps: int = Field(300, ge=0)
-    marker_rank: int = Field(16, ge=1)
-    marker_lr: float = Field(2e-3, gt=0)
+    marker_supervision: Literal["label", "label+lexical"] = "label+lexical"
+    marker_answer_weight: float = Field(0.0, ge=0, description="answer loss added to the marker's attention loss")
+    marker_steps: int = Field(800, ge=0)
+    marker_lr: float = Field(3e-3, gt=0)
     compressor_steps: int = Field(400, ge=1)
     compressor_rank: int = Field(16, ge=1)
     compressor_lr: float = Field(3e-3, gt=0)
@@ -217,8 +217,7 @@ class AttnGSSettings(_Strict):
         marking = MarkingConfig(layers=self.layers, head_aggregation=self.head_aggregation,
                                 token_pooling=self.token_pooling, rule=self.rule, alpha=self.alpha,
                                 top_p=self.top_p, top_k=self.top_k, hide_outputs=self.hide_outputs, query=self.query)
-        marker = FinetuneConfig(rank=self.marker_rank, alpha=2 * self.marker_rank, steps=self.marker_steps,
-                                batch_size=self.batch_size, lr=self.marker_lr, seed=self.seed)
+        marker = FinetuneConfig(steps=self.marker_steps, batch_size=self.batch_size, lr=self.marker_lr, seed=self.seed)
         compressor = FinetuneConfig(rank=self.compressor_rank, alpha=2 * self.compressor_rank,
                                     steps=self.compressor_steps, batch_size=self.batch_size, lr=self.compressor_lr,
                                     seed=self.seed)

@@ -122,41 +122,85 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
     return out
 
 
+def marking_projections(model: torch.nn.Module, marking) -> list[torch.nn.Parameter]:
+    """The query and key projection weights (and biases) of the marking layers: what decides
+    where those layers attend."""
+    from components.backbone.lora import _ROLE_NAMES
+    from components.methods.attn_gs.marking import attention_modules, select_layers
+
+    modules = attention_modules(model, marking.query)
+    params = []
+    for i in select_layers(len(modules), marking.layers):
+        for role in "qk":
+            proj = next((getattr(modules[i], n) for n in _ROLE_NAMES[role] if hasattr(modules[i], n)), None)
+            if proj is None:
+                raise ValueError(f"attention module {type(modules[i]).__name__} has no {role} projection")
+            params += list(proj.parameters())
+    return params
+
+
 def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfig, attention_weight: float = 1.0,
-                    progress: bool = True, supervision: str = "label") -> tuple[Backbone, list[float]]:
-    """The fine-tuned marker: the task backbone tuned on profile prompts with the answer
-    loss plus `attention_weight` x the negative log of the share of the items' attention
-    (at the marking layers, from the marking query) that falls on the flagged items:
-    those whose output is the answer (`label`), and that also share a content word with
-    the input (`label+lexical`)."""
+                    progress: bool = True, supervision: str = "label", answer_weight: float = 0.0
+                    ) -> tuple[Backbone, list[float]]:
+    """The fine-tuned marker: a copy of the task backbone whose marking layers' query and
+    key projections are trained so that their attention (from the marking query) puts a
+    larger share on the flagged items: those whose output is the answer (`label`), and
+    that also share a content word with the input (`label+lexical`). Loss:
+    `attention_weight` x -log(share of the items' attention on the flagged items), plus
+    `answer_weight` x the answer loss on the same prompts."""
+    from tqdm.auto import tqdm
+
     from components.methods.attn_gs.marking import capture_attention, item_attention
 
     limit = backbone.max_length - spec.max_new_tokens - 2
-    examples = marker_examples(spec, pairs, limit, backbone.tokenize, backbone.detokenize, seed=cfg.seed,
-                               hide_outputs=marking.hide_outputs, supervision=supervision)
-
-    def attention_loss(tuned: Backbone, idx: list[int]) -> torch.Tensor:
-        batch = [examples[i] for i in idx if any(examples[i][2])]
-        if not batch or attention_weight == 0:
-            return torch.zeros((), device=tuned.device)
-        pooled = "sum" if marking.token_pooling == "mean" else marking.token_pooling
-        cfg_sum = type(marking)(**{**marking.__dict__, "token_pooling": "sum"}) if pooled == "sum" else marking
-        with capture_attention(tuned.model, marking.layers, marking.query) as modules:
-            rows = item_attention(tuned, [e[0] for e in batch], modules, cfg_sum, [e[3] for e in batch])
-        # the share of the items' attention that falls on the flagged items (moving mass from
-        # the template and the input onto all items would not separate anything)
-        terms = [-torch.log((r[torch.tensor(e[2], device=r.device)].sum() / r.sum().clamp(min=1e-9)).clamp(min=1e-6))
-                 for r, e in zip(rows, batch)]
-        return attention_weight * torch.stack(terms).mean()
-
-    return finetune(backbone, [e[0].text for e in examples], [e[1] for e in examples], cfg,
-                    extra_loss=attention_loss, progress=progress, desc="fine-tune marker")
+    examples = [e for e in marker_examples(spec, pairs, limit, backbone.tokenize, backbone.detokenize, seed=cfg.seed,
+                                           hide_outputs=marking.hide_outputs, supervision=supervision) if any(e[2])]
+    if not examples:
+        raise ValueError("no training prompt has an item whose output is the answer: nothing to teach the marker")
+    torch.manual_seed(cfg.seed)
+    model = copy.deepcopy(backbone.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = marking_projections(model, marking)
+    for p in params:
+        p.requires_grad_(True)
+    tuned = Backbone(model, backbone.tokenizer, name=backbone.name)
+    summed = type(marking)(**{**marking.__dict__, "token_pooling": "sum"})
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    rng = random.Random(cfg.seed)
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(range(cfg.steps), desc="fine-tune marker", disable=not progress, mininterval=2)
+    for step in bar:
+        batch = rng.sample(examples, min(cfg.batch_size, len(examples)))
+        with capture_attention(model, marking.layers, marking.query) as modules:
+            rows = item_attention(tuned, [e[0] for e in batch], modules, summed, [e[3] for e in batch])
+        # the share of the items' attention on the flagged items (moving mass from the
+        # template and the input onto all items alike would not separate anything)
+        loss = attention_weight * torch.stack([
+            -torch.log((r[torch.tensor(e[2], device=r.device)].sum() / r.sum().clamp(min=1e-9)).clamp(min=1e-6))
+            for r, e in zip(rows, batch)]).mean()
+        if answer_weight:
+            loss = loss + answer_weight * answer_loss(tuned, [e[0].text for e in batch], [e[1] for e in batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    bar.close()
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return tuned, losses
 
 
 def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: FinetuneConfig,
                   compressor_cfg: FinetuneConfig, budgets, attention_weight: float = 1.0,
                   target: str = "marked-content", max_compressor_questions: int = 600,
-                  progress: bool = True, supervision: str = "label") -> tuple[Backbone, Backbone, dict]:
+                  progress: bool = True, supervision: str = "label", answer_weight: float = 0.0
+                  ) -> tuple[Backbone, Backbone, dict]:
     """Fine-tune the marker -> mark the training profiles -> train the compressor.
     Returns (marker, compressor, info with losses and seconds per step)."""
     import time
@@ -166,7 +210,7 @@ def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: Finetune
 
     t0 = time.perf_counter()
     marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, attention_weight, progress,
-                                            supervision)
+                                            supervision, answer_weight)
     t1 = time.perf_counter()
     rng = random.Random(compressor_cfg.seed)
     questions = [q for q, _ in pairs if q.profile]
