@@ -1,5 +1,6 @@
-"""Attn-GS marking: the attention a white-box LM pays, from the final prompt position,
-to each profile item ("sentence") of a LaMP prompt, and the rule that marks items.
+"""Attn-GS marking: the attention a white-box LM pays, from the final prompt position (or
+from the task input's content tokens), to each profile item ("sentence") of a LaMP
+prompt, and the rule that marks items.
 
 Attention is captured for the chosen layers only: an attention function registered with
 transformers' `AttentionInterface` runs the model's usual SDPA kernel and, for the

@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.backbone.model import Backbone
@@ -150,7 +150,7 @@ def default_context_root() -> Path | None:
 class Timings:
     marking_seconds: float = 0.0
     compression_seconds: float = 0.0
-    users: set | None = None
+    users: set = field(default_factory=set)       # users whose contexts were computed
 
 
 class AttnGSMethod(Method):
@@ -170,7 +170,7 @@ class AttnGSMethod(Method):
         self.name = f"{VARIANTS[variant]}@{budget}"
         namespace = hashlib.sha1(f"{versions}|{variant}|{budget}|{marking}|{seed}".encode()).hexdigest()[:16]
         self.cache = ContextCache(cache_root if cache_root is not None else default_context_root(), namespace)
-        self.timings = Timings(users=set())
+        self.timings = Timings()
 
     def scores(self, spec: TaskSpec, questions: Sequence[Question]) -> list[list[float]]:
         if self.variant == "attention":

@@ -1,12 +1,13 @@
-"""Fine-tuning for Attn-GS's two models: a LoRA over a copy of the task backbone, trained
-with the answer-only loss on (prompt, target) pairs, then merged into a plain model so
-that the marker and the compressor load, save and register like any backbone.
+"""Fine-tuning for Attn-GS's two models.
 
-- the **marker** is fine-tuned on full-context prompts with the gold answer as target
-  (so that its attention separates the items that answer from those that do not);
-- the **compressor** on compression prompts (profile with marked items) with the
-  compressed context as target; the two mark tokens are added to its vocabulary and
-  their embedding rows trained (peft's `trainable_token_indices`).
+- the **marker** (`finetune_marker`): a copy of the task backbone whose marking layers'
+  query and key projections are trained so that their attention puts a larger share on
+  weakly labelled relevant items (`marker_examples`); nothing else changes;
+- the **compressor** (`finetune`): a LoRA over a copy of the task backbone, trained with
+  the answer-only loss on (compression prompt, compressed context) pairs, then merged
+  into a plain model so that it loads, saves and registers like any backbone; the two
+  mark tokens are added to its vocabulary and their embedding rows trained (peft's
+  `trainable_token_indices`).
 """
 
 from __future__ import annotations
