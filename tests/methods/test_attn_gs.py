@@ -26,6 +26,16 @@ def _questions(synth_root, n=6, split="train"):
     return qs, golds
 
 
+def _eager_attentions(model, enc, extra):
+    """The same forward with every layer's full attention (eager), for comparison."""
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            return model(**enc, **extra, output_attentions=True)
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 def test_item_spans_cover_each_item_and_marks_wrap_the_flagged_ones(tiny, synth_root):
     q = _questions(synth_root, 1)[0][0]
     flags = [i % 3 == 0 for i in range(len(q.profile))]
@@ -52,12 +62,7 @@ def test_captured_row_equals_the_eager_attention_of_the_last_position(tiny, synt
         model(**enc, **extra)
         row = modules[0]._persona_rows[-1]                                    # [B, heads, T]
     assert model.config._attn_implementation != "persona_attn_capture"      # restored
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = model(**enc, **extra, output_attentions=True)
-    finally:
-        model.set_attn_implementation("sdpa")
+    out = _eager_attentions(model, enc, extra)
     full = (out.cross_attentions if tiny.is_encoder_decoder else out.attentions)[1][:, :, -1]
     assert torch.allclose(row, full, atol=1e-5)
     assert torch.allclose(row.sum(-1), torch.ones_like(row.sum(-1)), atol=1e-5)
@@ -207,12 +212,7 @@ def test_captured_rows_over_query_positions_equal_the_eager_mean(tiny, synth_roo
         modules[0]._persona_positions = positions
         model(**enc, **extra)
         row = modules[0]._persona_rows[-1]
-    model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = model(**enc, **extra, output_attentions=True)
-    finally:
-        model.set_attn_implementation("sdpa")
+    out = _eager_attentions(model, enc, extra)
     full = (out.encoder_attentions if tiny.is_encoder_decoder else out.attentions)[0]
     expected = torch.stack([full[0, :, [width - 1, width - 3, width - 5]].mean(1),
                             full[1, :, [width - 2, width - 4]].mean(1)])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,12 +33,22 @@ class FinetuneConfig:
     seed: int = 0
 
 
+def _optimise(opt, params, loss: torch.Tensor, losses: list[float], bar, step: int) -> None:
+    """One clipped optimiser step; the loss goes to `losses` and, every 20 steps, to the bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    losses.append(float(loss.detach()))
+    if step % 20 == 0:
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+
+
 def finetune(backbone: Backbone, prompts: Sequence[str], targets: Sequence[str], cfg: FinetuneConfig,
-             new_tokens: Sequence[str] = (), extra_loss: Callable[[Backbone, list[int]], torch.Tensor] | None = None,
-             progress: bool = True, desc: str = "fine-tune") -> tuple[Backbone, list[float]]:
+             new_tokens: Sequence[str] = (), progress: bool = True, desc: str = "fine-tune"
+             ) -> tuple[Backbone, list[float]]:
     """A merged copy of `backbone` after `cfg.steps` LoRA steps on the pairs; the original
-    is left untouched. `new_tokens` are added to the copy's tokenizer first; `extra_loss`
-    (the model being tuned, the batch's indices) is added to the answer loss."""
+    is left untouched. `new_tokens` are added to the copy's tokenizer first."""
     from peft import LoraConfig, TaskType, get_peft_model
     from tqdm.auto import tqdm
 
@@ -73,16 +83,8 @@ def finetune(backbone: Backbone, prompts: Sequence[str], targets: Sequence[str],
             rng.shuffle(order)
         at = step * cfg.batch_size % len(order)
         idx = (order + order)[at:at + cfg.batch_size]
-        loss = answer_loss(tuned, [prompts[i] for i in idx], [targets[i] for i in idx])
-        if extra_loss is not None:
-            loss = loss + extra_loss(tuned, idx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        _optimise(opt, params, answer_loss(tuned, [prompts[i] for i in idx], [targets[i] for i in idx]),
+                  losses, bar, step)
     bar.close()
     merged = peft_model.merge_and_unload()
     merged.eval()
@@ -183,13 +185,7 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
             for r, e in zip(rows, batch)]).mean()
         if answer_weight:
             loss = loss + answer_weight * answer_loss(tuned, [e[0].text for e in batch], [e[1] for e in batch])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        _optimise(opt, params, loss, losses, bar, step)
     bar.close()
     model.eval()
     for p in params:
