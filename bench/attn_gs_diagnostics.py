@@ -1,0 +1,135 @@
+"""Diagnostics behind docs/attn-gs.md (issue 4), one run each.
+
+`formats`: how much of a relevant item the frozen task backbone needs. The ground-truth
+relevant items (`relevance.json`, newest first) or BM25's top items, 1 or 2 of them, in
+four forms: the past output alone (`"comedy"`), the compact form `compact_item` writes,
+the item with 3 words of its text, and the item as LaMP writes it; accuracy/MAE and
+mean context tokens on the first N time/test questions.
+
+`marker-share`: can the marker's q/k projections learn where to look? Trains them as
+`finetune_marker` does (the attention loss only) on the training prompts and reports the
+share of the items' attention on the flagged items for 64 held-out prompts before and
+after, next to chance (the flagged fraction), plus precision@2 against the ground truth.
+
+    python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
+    python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def formats(spec, backbone, questions, golds, relevance) -> None:
+    from components.lamp.metrics import score_texts
+    from components.lamp.prompts import _item_parts, _item_source_text, compact_item, prompt_with_context
+    from components.retrieval.rankers import rank_bm25, rank_recency
+
+    def pick(q, how):
+        if how == "ground truth":
+            relevant = set(relevance.get(q.id, {}).get("relevant", []))
+            return [i for i in rank_recency(spec, q) if q.profile[i].id in relevant]
+        return rank_bm25(spec, q)
+
+    def render(item, form):
+        if form == "output only":
+            parts = _item_parts(spec, item, "")
+            return "".join(s for s, is_label in parts if is_label)
+        if form == "compact":
+            return compact_item(spec, item)
+        text = _item_source_text(spec, item)
+        if form == "3 words":
+            text = " ".join(text.split()[:3])
+        return "".join(s for s, _ in _item_parts(spec, item, text)).strip()
+
+    for how in ("ground truth", "bm25"):
+        for form in ("output only", "compact", "3 words", "full item"):
+            for n in (1, 2):
+                contexts = [", and ".join(render(q.profile[i], form) for i in pick(q, how)[:n][::-1]) for q in questions]
+                outs = backbone.generate([prompt_with_context(spec, q.input, c) for q, c in zip(questions, contexts)],
+                                         spec.max_new_tokens, batch_size=32)
+                m = score_texts(spec, outs, [golds[q.id] for q in questions])
+                tokens = sum(backbone.count_tokens(c) for c in contexts) / len(contexts)
+                print(f"  {how:<12} {form:<11} {n} item(s): {spec.primary_metric} {m[spec.primary_metric]:.3f}, "
+                      f"{tokens:.1f} context tokens", flush=True)
+
+
+def marker_share(spec, backbone, args, test_questions, relevance) -> None:
+    import random
+
+    import torch
+
+    from components.methods.attn_gs.data import training_data
+    from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, item_attention,
+                                                    precision_recall_at_k)
+    from components.methods.attn_gs.train import FinetuneConfig, finetune_marker, marker_examples
+
+    marking = MarkingConfig(layers=args.layers, query=args.query)
+    summed = MarkingConfig(layers=args.layers, query=args.query, token_pooling="sum")
+    pairs = training_data(spec, ROOT / "data", 6000)
+    held_out = [e for e in marker_examples(spec, pairs[:400], backbone.max_length - 10, backbone.tokenize,
+                                           backbone.detokenize, seed=1, supervision=args.supervision)
+                if any(e[2])][:64]
+
+    def share(bb):
+        with torch.no_grad(), capture_attention(bb.model, marking.layers, marking.query) as modules:
+            rows = item_attention(bb, [e[0] for e in held_out], modules, summed, [e[3] for e in held_out])
+        return sum(float(r[torch.tensor(e[2])].sum() / r.sum()) for r, e in zip(rows, held_out)) / len(held_out)
+
+    def precision(bb):
+        scores = Marker(bb, marking).score(spec, test_questions)
+        found = [precision_recall_at_k(s, [p.id for p in q.profile], set(relevance.get(q.id, {}).get("relevant", [])), 2)
+                 for q, s in zip(test_questions, scores)]
+        return sum(p for p, _ in [f for f in found if f]) / len([f for f in found if f])
+
+    chance = sum(sum(e[2]) / len(e[2]) for e in held_out) / len(held_out)
+    print(f"  flagged share on 64 held-out prompts: chance {chance:.3f}, before {share(backbone):.3f}", flush=True)
+    random.seed(0)
+    tuned, losses = finetune_marker(backbone, spec, pairs[400:], marking,
+                                    FinetuneConfig(steps=args.steps, lr=args.lr), supervision=args.supervision)
+    print(f"  after {args.steps} steps: {share(tuned):.3f} (loss {losses[0]:.2f} -> "
+          f"{sum(losses[-20:]) / len(losses[-20:]):.2f}); precision@2 on {len(test_questions)} test questions: "
+          f"before {precision(backbone):.3f}, after {precision(tuned):.3f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["formats", "marker-share"], help="which diagnostic")
+    ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
+    ap.add_argument("--limit", type=int, default=300, help="time/test questions used (the first N)")
+    ap.add_argument("--steps", type=int, default=800, help="marker-share: training steps")
+    ap.add_argument("--lr", type=float, default=3e-3, help="marker-share: learning rate")
+    ap.add_argument("--layers", default="0", help="marker-share: marking layers")
+    ap.add_argument("--query", default="input", choices=["last", "input"], help="marker-share: marking query")
+    ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical"],
+                    help="marker-share: the weak labels")
+    args = ap.parse_args()
+
+    import flows  # noqa: F401  (environment defaults)
+    from components.lamp.io import read_golds, read_questions
+    from components.lamp.splits import split_files
+    from components.lamp.tasks import get_task
+    from components.tracking import mlflow_tracking
+    from components.tracking.mlflow_tracking import resolve_backbone
+
+    spec = get_task(args.task)
+    mlflow_tracking.configure(ROOT)
+    backbone, _ = resolve_backbone(spec.name, None, ROOT)
+    qfile, ofile = split_files(spec.name, "time/test", ROOT / "data")
+    questions = read_questions(qfile, spec)[:args.limit]
+    relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
+    print(f"{spec.name}: {args.what}")
+    if args.what == "formats":
+        formats(spec, backbone, questions, read_golds(ofile, spec), relevance)
+    else:
+        marker_share(spec, backbone, args, questions, relevance)
+
+
+if __name__ == "__main__":
+    main()
