@@ -248,6 +248,63 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- persona users ... / persona serve -------------------------------------------------
+
+def _flow_env() -> None:
+    import flows  # noqa: F401  (the vector and context caches under .state/, as the flows use)
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from components.lifecycle.onboard import onboard_users
+
+    _flow_env()
+    out = onboard_users(args.task, args.file, args.outputs, ".", args.profile, args.epochs, args.lr)
+    _print_json(out)
+    tap = out["servable"].get("tap-per", {})
+    print(f"onboarded {len(out['users'])} user(s) into {out['task']} (data version {out['data_version']}); "
+          f"TAP-PER {tap.get('seconds_per_user', 0):.1f} s per user, new versions: "
+          f"{', '.join(tap.get('versions', {}).values()) or 'none'}", file=sys.stderr)
+    return 0
+
+
+def cmd_users_forget(args: argparse.Namespace) -> int:
+    from components.lifecycle.forget import UnknownUserError, forget_user
+
+    _flow_env()
+    try:
+        out = forget_user(args.user_id, ".", args.profile, args.purge_history)
+    except UnknownUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_json(out)
+    audit = out["audit"]
+    left = {k: len(v) for part in ("current", "history") for k, v in audit[part].items() if v}
+    print(f"forgot {out['user']} in {', '.join(out['tasks'])}: {out['records_removed']} records, "
+          f"{len(out['models'])} new model version(s), data version {out['data_version']}. Audit: "
+          f"{'clean' if audit['clean'] else 'NOT clean'}"
+          + (f"; still found in {left}" if left else "; nothing found anywhere"), file=sys.stderr)
+    return 0 if audit["clean"] else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from components.serving.registry import register_serving_model, serve_command, serve_env
+
+    reg = register_serving_model(args.method, ".", args.profile, args.batch_size)
+    cmd = serve_command(reg["model_uri"], args.host, args.port, args.workers)
+    print(f"serving {reg['name']} version {reg['version']} on http://{args.host}:{args.port}/invocations "
+          f"(POST {{\"dataframe_records\": [{{\"user_id\", \"task\", \"input\", \"profile\"?}}]}})",
+          file=sys.stderr)
+    if args.register_only:
+        _print_json(reg)
+        return 0
+    from components.tracking.mlflow_tracking import configure
+
+    return subprocess.call(cmd, env=serve_env({**os.environ, "MLFLOW_TRACKING_URI": configure(".")}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persona", description="Train, evaluate and register personalized LLMs on LaMP-format data.")
@@ -379,6 +436,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports", help="folder holding summary.json; the report goes there too")
     p.set_defaults(func=cmd_report)
 
+    us = sub.add_parser("users", help="the user lifecycle: onboard new users, forget a user (with an audit)")
+    usub = us.add_subparsers(dest="users_command", required=True, metavar="SUBCOMMAND")
+    p = usub.add_parser("add", help="validate new users' histories, place them in populations, add them to the "
+                                    "data (a new DVC version) and make them servable (TAP-PER fits their P_u)")
+    p.add_argument("file", help="a LaMP questions file whose records carry the new users' user_id")
+    p.add_argument("--task", required=True, help="LaMP task, e.g. LaMP-2")
+    p.add_argument("--outputs", help="the matching outputs file (gold answers), if any")
+    p.add_argument("--profile", help="params.yaml profile (default: the active one)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of the online P_u fit per user")
+    p.add_argument("--lr", type=float, default=1e-2, help="learning rate of the online P_u fit")
+    p.set_defaults(func=cmd_users_add)
+    p = usub.add_parser("forget", help="remove a user from the data (a new DVC version), the P_u tables (new "
+                                       "model versions) and the caches, then audit; exit 1 if anything remains")
+    p.add_argument("user_id", help="the user's id as in the data's user_id field")
+    p.add_argument("--purge-history", action="store_true",
+                   help="also delete earlier model versions that hold the user and garbage-collect every "
+                        "earlier data version from the DVC cache and remote (dvc gc --workspace --cloud)")
+    p.add_argument("--profile", help="params.yaml profile (default: the active one)")
+    p.set_defaults(func=cmd_users_forget)
+
+    p = sub.add_parser("serve", help="register serve-<method> (an MLflow pyfunc) and serve it with "
+                                     "`mlflow models serve` on POST /invocations")
+    p.add_argument("--method", default="tap-per", help="any evaluated method: tap-per, pplug, attn-gs@8, bm25-4, ...")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=5005, help="port to listen on")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (each loads the models)")
+    p.add_argument("--batch-size", type=int, default=16, help="rows answered per model call")
+    p.add_argument("--profile", help="params.yaml profile (default: the active one)")
+    p.add_argument("--register-only", action="store_true", help="register the serving model, do not serve")
+    p.set_defaults(func=cmd_serve)
+
     p = sub.add_parser("pipeline", help="run the main job (the Prefect pipeline) on the active profile")
     p.add_argument("--no-push", action="store_true", help="do not push data to the DVC remote")
     p.set_defaults(func=cmd_pipeline)
@@ -396,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, ConnectionError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, LookupError, ConnectionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (ValidationFailed, DvcError) as exc:

@@ -22,15 +22,15 @@ from flows.populations import promote_population, train_limited
 def pull_latest(repo: str) -> str:
     """`git pull --ff-only` when the checkout tracks an upstream, then `dvc pull` when a
     default remote is configured; a workspace with neither keeps its data."""
-    from components.storage.dvc import run_dvc
+    from components.storage.dvc import default_remote, run_dvc
 
     notes = []
     upstream = subprocess.run(["git", "rev-parse", "--abbrev-ref", "@{u}"], cwd=repo, capture_output=True, text=True)
     if upstream.returncode == 0:
         subprocess.run(["git", "pull", "--ff-only", "-q"], cwd=repo, check=True)
         notes.append(f"git pulled from {upstream.stdout.strip()}")
-    default = run_dvc("remote", "default", repo=repo, check=False).stdout.strip()
-    if default and "No default remote" not in default:
+    default = default_remote(repo)
+    if default:
         run_dvc("pull", repo=repo)
         notes.append(f"dvc pulled from {default}")
     note = "; ".join(notes) or "no upstream and no DVC remote: using the workspace data"

@@ -61,6 +61,18 @@ def split_files(task: str, split: str, data_root: str | Path = "data") -> tuple[
     return q, o
 
 
+def time_splits(by_user: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+    """The time-based split of each question: per user, in date order, the last question ->
+    test, the one before -> dev, the rest -> train (users with fewer than 3: all train).
+    `by_user`: user -> [(date, question id)]; sorted in place."""
+    out: dict[str, str] = {}
+    for qs in by_user.values():
+        qs.sort()
+        for rank, (_, qid) in enumerate(reversed(qs)):
+            out[qid] = ("test" if rank == 0 else "dev" if rank == 1 else "train") if len(qs) >= 3 else "train"
+    return out
+
+
 def _raw_files(raw_dir: Path) -> list[tuple[str, Path, Path | None]]:
     found = []
     for split in SPLITS:
@@ -106,6 +118,25 @@ def kmeans(features, k: int, iterations: int, seed: int, restarts: int = 8):
     return best
 
 
+def add_profile_text(texts: list[str], spec: TaskSpec, q: Question) -> None:
+    """What clustering reads of a user: item texts of their questions' recent history (capped)."""
+    if len(texts) < 200:
+        texts += [spec.item_text(p.fields) for p in q.profile[-50:]]
+
+
+def _tfidf_features(user_text: dict[str, str], users: list[str], dim: int):
+    """Hashed bag of words, log-scaled and idf-weighted (words every user writes say nothing
+    about the cohort); returns (features [n, dim], idf [dim])."""
+    import numpy as np
+
+    feats = np.zeros((len(users), dim))
+    for i, u in enumerate(users):
+        _hash_vector(user_text[u], dim, feats[i])
+    df = (feats > 0).sum(0)
+    idf = np.log((1 + len(users)) / (1 + df))
+    return np.log1p(feats) * idf, idf
+
+
 def assign_populations(user_text: dict[str, str], user_field: dict[str, str],
                        cfg: PopulationConfig) -> dict[str, str]:
     users = sorted(user_text)
@@ -116,16 +147,46 @@ def assign_populations(user_text: dict[str, str], user_field: dict[str, str],
         return {u: f"{name}-{user_field.get(u, 'unknown')}" for u in users}
     if cfg.rule != "kmeans":
         raise ValueError(f"unknown population rule {cfg.rule!r}; use kmeans, field:<name> or single")
-    import numpy as np
-
-    feats = np.zeros((len(users), cfg.dim))
-    for i, u in enumerate(users):
-        _hash_vector(user_text[u], cfg.dim, feats[i])
-    # tf-idf: words every user writes (filler, templates) say nothing about the cohort
-    df = (feats > 0).sum(0)
-    feats = np.log1p(feats) * np.log((1 + len(users)) / (1 + df))
+    feats, _ = _tfidf_features(user_text, users, cfg.dim)
     labels = kmeans(feats, cfg.k, cfg.iterations, cfg.seed)
     return {u: f"p{int(c)}" for u, c in zip(users, labels)}
+
+
+class PopulationIndex:
+    """Places a user that `prepare` never saw (an onboarded user, or a guest with a profile
+    at serving time) in the population whose mean feature vector is nearest, with the same
+    features k-means clustered. Rules other than kmeans: "single" -> its one population;
+    "field:<name>" -> the field's population when the user has one, else the largest."""
+
+    def __init__(self, user_text: dict[str, str], populations: dict[str, str], cfg: PopulationConfig):
+        import numpy as np
+
+        self.cfg, self.populations = cfg, populations
+        sizes: dict[str, int] = defaultdict(int)
+        for p in populations.values():
+            sizes[p] += 1
+        self.largest = max(sorted(sizes), key=lambda p: sizes[p]) if sizes else "p0"
+        self.names: list[str] = []
+        if cfg.rule == "kmeans" and populations:
+            users = sorted(u for u in populations if u in user_text)
+            feats, self.idf = _tfidf_features(user_text, users, cfg.dim)
+            x = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+            self.names = sorted(set(populations[u] for u in users))
+            centers = np.stack([x[[populations[u] == n for u in users]].mean(0) for n in self.names])
+            self.centers = centers / np.maximum(np.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
+
+    def assign(self, text: str, field_value: str | None = None) -> str:
+        import numpy as np
+
+        if self.cfg.rule.startswith("field:"):
+            name = f"{self.cfg.rule.split(':', 1)[1]}-{field_value}"
+            return name if field_value is not None and name in set(self.populations.values()) else self.largest
+        if not self.names:
+            return self.largest
+        vec = np.zeros(self.cfg.dim)
+        _hash_vector(text, self.cfg.dim, vec)
+        vec = np.log1p(vec) * self.idf
+        return self.names[int(np.argmax(self.centers @ vec))]
 
 
 def prepare_task(task: str | TaskSpec, raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig) -> dict:
@@ -150,15 +211,10 @@ def prepare_task(task: str | TaskSpec, raw_dir: str | Path, out_dir: str | Path,
             dated &= q.date is not None
             by_user[user].append((q.date or "", q.id))
             history[user] = max(history[user], len(q.profile))
-            if len(text[user]) < 200:
-                text[user] += [spec.item_text(p.fields) for p in q.profile[-50:]]
+            add_profile_text(text[user], spec, q)
             if rule_field is not None:
                 field[user] = str(q.extra.get(rule_field, q.user_id if rule_field == "user_id" else "unknown"))
-    time_split: dict[str, str] = {}
-    for user, qs in by_user.items():
-        qs.sort()
-        for rank, (_, qid) in enumerate(reversed(qs)):
-            time_split[qid] = ("test" if rank == 0 else "dev" if rank == 1 else "train") if len(qs) >= 3 else "train"
+    time_split = time_splits(by_user)
     top = set(sorted(history, key=lambda u: (-history[u], u))[: cfg.oppu_top_users])
     last_qid = {u: qs[-1][1] for u, qs in by_user.items()}
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 def acquire(profile: Profile, root: str | Path = "data") -> dict:
     """Synthesize or ingest the raw official files of every task into data/raw/<task>/."""
     from components.lamp.ingest import ingest_task
+    from components.lifecycle.datafiles import DataTransaction, ForgottenUsers, remove_users
     from components.lamp.synthetic import generate_task
 
     raw = data_paths(root)["raw"]
@@ -33,6 +34,11 @@ def acquire(profile: Profile, root: str | Path = "data") -> dict:
             if Path(source, task).is_dir():      # a directory with one sub-directory per task
                 source = str(Path(source, task))
             counts[task] = ingest_task(task, source, out, time_based=profile.data.time_based)
+        forgotten = ForgottenUsers(Path(root) / "forgotten.json")
+        if forgotten:                            # users forgotten for good stay forgotten
+            with DataTransaction() as tx:
+                removed = remove_users([out], forgotten, tx)
+            log.info("dropped %d records of forgotten users from %s", removed.records, out)
         log.info("acquired %s into %s: %s", task, out, counts[task])
     return counts
 

@@ -167,14 +167,20 @@ class PopulationRouter(Method):
     """One method per population behind the common interface: each question goes to the
     model of its user's population (from the data plane's `populations.json`)."""
 
-    def __init__(self, name: str, methods: dict[str, Method], populations: dict[str, str]):
+    def __init__(self, name: str, methods: dict[str, Method], populations: dict[str, str],
+                 versions: dict[str, str] | None = None):
         self.name, self.methods, self.populations = name, methods, populations
+        self.versions = versions or {}      # population -> the registered model version it serves
         self.per_user_params = max((m.per_user_params for m in methods.values()), default=0)
 
     def predict(self, backbone, spec, questions) -> list[Prediction]:
+        return self.predict_routed(backbone, spec, questions, [self.populations.get(q.user_key) for q in questions])
+
+    def predict_routed(self, backbone, spec, questions, routes: list[str | None]) -> list[Prediction]:
+        """Answer each question with the model of the population in `routes` (serving places
+        users the data never assigned)."""
         groups: dict[str, list[int]] = {}
-        for i, q in enumerate(questions):
-            pop = self.populations.get(q.user_key)
+        for i, (q, pop) in enumerate(zip(questions, routes)):
             if pop not in self.methods:
                 raise KeyError(f"user {q.user_key!r} (question {q.id}) has no population with a {self.name} "
                                f"model; known populations: {sorted(self.methods)}")
@@ -208,13 +214,13 @@ def load_router(kind: str, task: str, backbone, repo: str | Path = ".") -> Popul
 
     spec = get_task(task)
     pops = json.loads((Path(repo) / "data" / "prepared" / spec.name / "populations.json").read_text())
-    methods = {}
+    methods, versions = {}, {}
     for pop in sorted(pops["sizes"]):
         name = f"{kind}-{spec.name}-{pop}"
+        versions[pop] = f"{name}/{serving_version(name)}"
         # adapters attach to the backbone they are loaded on: one copy per population
-        methods[pop] = load_population_method(kind, f"models:/{name}/{serving_version(name)}",
-                                              copy.deepcopy(backbone))
-    return PopulationRouter(kind, methods, pops["populations"])
+        methods[pop] = load_population_method(kind, f"models:/{versions[pop]}", copy.deepcopy(backbone))
+    return PopulationRouter(kind, methods, pops["populations"], versions)
 
 
 def main(argv: list[str] | None = None) -> int:

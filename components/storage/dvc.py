@@ -60,3 +60,25 @@ def data_version(repo: str | Path = ".") -> str:
         outs = None
     blob = repr(outs).encode() if outs is not None else lock.read_bytes()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def default_remote(repo: str | Path = ".") -> str | None:
+    out = run_dvc("remote", "default", repo=repo, check=False).stdout.strip()
+    return out if out and "No default remote" not in out else None
+
+
+def record_data_change(repo: str | Path = ".", push: bool = True) -> str:
+    """After users were onboarded or forgotten in the data plane's outputs: validate the
+    changed raw data again (the `validate` stage), record the files as the stages' outputs
+    (`dvc commit`: a new dvc.lock, a new data version) and push them to the default remote.
+    A workspace that is not a DVC repository keeps its files unversioned."""
+    repo = Path(repo)
+    if not (repo / ".dvc").is_dir() or not (repo / "dvc.lock").exists():
+        log.info("%s is not a DVC pipeline workspace: the data change is not versioned", repo)
+        return data_version(repo)
+    run_dvc("commit", "-f", "acquire", repo=repo)
+    run_dvc("repro", "-s", "validate", repo=repo)
+    run_dvc("commit", "-f", "prepare", repo=repo)
+    if push and default_remote(repo):
+        run_dvc("push", repo=repo)
+    return data_version(repo)

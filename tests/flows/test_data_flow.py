@@ -22,6 +22,8 @@ def _git(repo, *args):
 def make_repo(path: Path, remote: Path, source: str = "synth") -> Path:
     path.mkdir()
     shutil.copy(ROOT / "dvc.yaml", path)
+    (path / "data").mkdir()
+    shutil.copy(ROOT / "data" / "forgotten.json", path / "data")
     shutil.copytree(ROOT / "components", path / "components", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     demo = params["profiles"]["demo"]

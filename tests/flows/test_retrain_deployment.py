@@ -34,6 +34,8 @@ def _repo(path: Path) -> Path:
     for item in ("components", "flows", "infra"):
         shutil.copytree(ROOT / item, path / item, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", path)
+    (path / "data").mkdir()
+    shutil.copy(ROOT / "data" / "forgotten.json", path / "data")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     demo = params["profiles"]["demo"]
     demo["tasks"] = ["LaMP-2"]

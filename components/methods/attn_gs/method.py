@@ -102,17 +102,21 @@ def question_key(q: Question) -> str:
 
 class ContextCache:
     """Compressed contexts on disk: `<root>/<namespace>/shard-*.json`, each shard one JSON
-    object {question key: context}, written atomically (one shard per batch that had to
-    compress anything). The namespace names the marker, the compressor, the variant and
-    the budget, so a new model version never reads another's contexts."""
+    object {"contexts": {question key: context}, "users": {question key: user}}, written
+    atomically (one shard per batch that had to compress anything). The namespace names the
+    marker, the compressor, the variant and the budget, so a new model version never reads
+    another's contexts. The owners let forgetting a user drop their contexts (`remove`)."""
 
     def __init__(self, root: str | Path | None, namespace: str):
         self.dir = Path(root) / namespace if root is not None else None
         self.contexts: dict[str, str] = {}
+        self.owners: dict[str, str] = {}
         self.hits = self.misses = 0
         if self.dir is not None and self.dir.exists():
             for shard in sorted(self.dir.glob("shard-*.json")):
-                self.contexts.update(json.loads(shard.read_text(encoding="utf-8")))
+                data = json.loads(shard.read_text(encoding="utf-8"))
+                self.contexts.update(data.get("contexts", {}))
+                self.owners.update(data.get("users", {}))
 
     @property
     def hit_rate(self) -> float:
@@ -127,15 +131,38 @@ class ContextCache:
             self.hits += 1
         return found
 
-    def put_many(self, items: dict[str, str]) -> None:
+    def put_many(self, items: dict[str, str], owners: dict[str, str] | None = None) -> None:
         self.contexts.update(items)
+        self.owners.update(owners or {})
         if self.dir is None or not items:
             return
+        self._write({"contexts": items, "users": {k: (owners or {}).get(k) for k in items if k in (owners or {})}})
+
+    def _write(self, data: dict) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha1("".join(sorted(items)).encode()).hexdigest()[:16]
+        name = hashlib.sha1("".join(sorted(data["contexts"])).encode()).hexdigest()[:16]
         tmp = self.dir / f".tmp-{name}-{os.getpid()}"
-        tmp.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, self.dir / f"shard-{name}.json")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        path = self.dir / f"shard-{name}.json"
+        os.replace(tmp, path)
+        return path
+
+    def remove(self, users: set[str] = frozenset(), keys: set[str] = frozenset()) -> int:
+        """Drop the contexts of these users (and of these question keys), in memory and on
+        disk (the shards are rewritten as one); returns how many were dropped."""
+        drop = {k for k, u in self.owners.items() if u in users} | (set(keys) & set(self.contexts))
+        if not drop:
+            return 0
+        for k in drop:
+            self.contexts.pop(k, None)
+            self.owners.pop(k, None)
+        if self.dir is not None:
+            old = sorted(self.dir.glob("shard-*.json"))
+            fresh = self._write({"contexts": self.contexts, "users": self.owners}) if self.contexts else None
+            for shard in old:
+                if shard != fresh:
+                    shard.unlink()
+        return len(drop)
 
 
 def default_context_root() -> Path | None:
@@ -166,7 +193,7 @@ class AttnGSMethod(Method):
         if budget < 1:
             raise ValueError(f"token budget must be at least 1, got {budget}")
         self.marker, self.compressor, self.budget, self.variant = marker, compressor, budget, variant
-        self.marking, self.seed = marking, seed
+        self.marking, self.seed, self.versions = marking, seed, versions
         self.name = f"{VARIANTS[variant]}@{budget}"
         namespace = hashlib.sha1(f"{versions}|{variant}|{budget}|{marking}|{seed}".encode()).hexdigest()[:16]
         self.cache = ContextCache(cache_root if cache_root is not None else default_context_root(), namespace)
@@ -201,7 +228,7 @@ class AttnGSMethod(Method):
             self.timings.marking_seconds += t1 - t0
             self.timings.compression_seconds += t2 - t1
             self.timings.users.update(q.user_key for q in todo)
-            self.cache.put_many(new)
+            self.cache.put_many(new, {question_key(q): q.user_key for q in todo})
             found.update(new)
         return [found.get(k) or "" for k in keys]
 

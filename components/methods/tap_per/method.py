@@ -31,12 +31,16 @@ class UnknownUserError(KeyError):
 class TapPerMethod(Method):
     name = "tap-per"
 
-    def __init__(self, bridged: Backbone, prefix: TapPerPrefix, index: dict[str, int], max_records: int = 16):
+    def __init__(self, bridged: Backbone, prefix: TapPerPrefix, index: dict[str, int], max_records: int = 16,
+                 guests: bool = False):
         self.bridged, self.prefix, self.index, self.max_records = bridged, prefix, index, max_records
+        self.guests = guests         # serving: a user without a P_u row gets the population mean + P_q
         self.per_user_params = prefix.per_user_parameters()
 
     def rows_for(self, questions: Sequence[Question]) -> torch.Tensor:
         missing = [q.user_key for q in questions if q.user_key not in self.index]
+        if missing and self.guests:
+            return torch.tensor([self.index.get(q.user_key, -1) for q in questions], dtype=torch.long)
         if missing:
             raise UnknownUserError(f"user {missing[0]!r} is not in this population's index "
                                    f"({len(self.index)} users); onboard it first")
@@ -93,6 +97,27 @@ def add_user(method: TapPerMethod, user_id: str) -> int:
     method.prefix.user_prefix = grown
     method.index[user_id] = grown.num_embeddings - 1
     return method.index[user_id]
+
+
+def remove_users_from_dir(directory: str | Path, users: set[str]) -> list[str]:
+    """Forgetting: rewrite a saved population model without these users' P_u rows (the table
+    shrinks, later rows move up, so nothing of a removed row remains). Returns who was removed."""
+    from safetensors.torch import load_file, save_file
+
+    d = Path(directory)
+    meta = json.loads((d / "users.json").read_text())
+    gone = sorted(u for u in users if u in meta["users"])
+    if not gone:
+        return []
+    state = load_file(str(d / "prefix.safetensors"))
+    drop = {meta["users"][u] for u in gone}
+    keep = [r for r in range(state["user_prefix.weight"].shape[0]) if r not in drop]
+    state["user_prefix.weight"] = state["user_prefix.weight"][keep].contiguous()
+    new_row = {old: new for new, old in enumerate(keep)}
+    meta["users"] = {u: new_row[r] for u, r in meta["users"].items() if r in new_row}
+    save_file(state, str(d / "prefix.safetensors"))
+    write_json_atomic(d / "users.json", meta)
+    return gone
 
 
 def fit_user(method: TapPerMethod, spec: TaskSpec, user_id: str, examples: Sequence[tuple[Question, str]],

@@ -65,10 +65,15 @@ class TapPerPrefix(nn.Module):
         return self.project(pooled).view(-1, self.cfg.prefix_length, self.hidden_size)
 
     def forward(self, user_rows: torch.Tensor, z_q, z_h, days, order, mask) -> torch.Tensor:
+        """P for a batch; a row of -1 is a user with no P_u row of their own (serving's guests)."""
         b = user_rows.shape[0]
         prefix = torch.zeros(b, self.cfg.prefix_length, self.hidden_size, device=z_q.device, dtype=z_q.dtype)
         if self.cfg.use_user_prefix:
-            prefix = prefix + self.user_prefix(user_rows).view(b, self.cfg.prefix_length, self.hidden_size)
+            rows = self.user_prefix(user_rows.clamp(min=0))
+            guests = user_rows < 0           # a user without a row (a guest): the population's mean
+            if guests.any():
+                rows = torch.where(guests.unsqueeze(-1), self.user_prefix.weight.mean(0), rows)
+            prefix = prefix + rows.view(b, self.cfg.prefix_length, self.hidden_size)
         if self.cfg.use_record_prefix:
             prefix = prefix + self.record_prefix(z_q, z_h, days, order, mask)
         return prefix
