@@ -1,6 +1,6 @@
 """One real workspace for the serving and user-lifecycle tests: git + DVC (local remote),
 the data flow on 30 synthetic LaMP-2 users, a tiny backbone, TAP-PER and PPlug per
-population, registered in a SQLite MLflow store. Built once per module."""
+population, Attn-GS's marker and compressor, registered in a SQLite MLflow store. Built once per module."""
 
 import os
 import shutil
@@ -18,6 +18,7 @@ def workspace(tmp_path_factory, prefect_api):
     from components.backbone.train import train_and_register
     from components.config import load_profile
     from flows.data import data_flow
+    from components.methods.attn_gs import registry as attn_gs
     from flows.populations import train_limited
 
     root = tmp_path_factory.mktemp("lifecycle")
@@ -30,10 +31,12 @@ def workspace(tmp_path_factory, prefect_api):
     demo = params["profiles"]["demo"]
     demo["tasks"] = ["LaMP-2"]
     demo["backbone"]["embedded"].update(TINY_EMBEDDED)
-    demo["evaluation"]["methods"] = ["non-personalized", "bm25-2", "tap-per", "pplug"]
+    demo["evaluation"]["methods"] = ["non-personalized", "bm25-2", "tap-per", "pplug", "attn-gs@6"]
     demo["evaluation"]["batch_size"] = 8
     demo["tap_per"].update({"epochs": 1, "prefix_length": 2, "max_examples": 60})
     demo["pplug"].update({"epochs": 1, "max_history": 8, "max_examples": 60})
+    demo["attn_gs"].update({"marker_steps": 2, "compressor_steps": 2, "train_budgets": [6], "max_train_examples": 16,
+                            "max_compressor_questions": 8})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copytree(shutil.os.path.dirname(flows.__file__), repo / "flows",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -43,6 +46,8 @@ def workspace(tmp_path_factory, prefect_api):
     backbone = train_and_register("LaMP-2", load_profile("demo", repo / "params.yaml"), repo, progress=False)
     for method in ("tap-per", "pplug"):
         train_limited(method, {"LaMP-2": backbone}, repo=str(repo))
+    attn_gs.train_and_register("LaMP-2", load_profile("demo", repo / "params.yaml"), backbone["model_uri"], repo,
+                               progress=False)
     yield repo
     for k, v in saved.items():
         if v is None:

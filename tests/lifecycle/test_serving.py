@@ -25,7 +25,7 @@ def _test_questions(repo, n=8):
     return read_questions(split_files("LaMP-2", "time/test", repo / "data")[0], "LaMP-2")[:n]
 
 
-@pytest.mark.parametrize("method", ["tap-per", "pplug", "bm25-2"])
+@pytest.mark.parametrize("method", ["tap-per", "pplug", "attn-gs@6", "bm25-2"])
 def test_served_answers_equal_the_evaluation_harness(workspace, method):
     from components.evaluation.run import EvalRequest, run_evaluation
     from components.lamp.io import read_golds
@@ -39,8 +39,8 @@ def test_served_answers_equal_the_evaluation_harness(workspace, method):
     served = service.answer(_rows(questions))
     assert [a["output"] for a in served] == [harness[q.id] for q in questions]
     assert all(a["personalized"] and a["method"] == method for a in served)
-    if method != "bm25-2":
-        assert all(a["model_version"].startswith(f"{method}-LaMP-2-p") for a in served)
+    prefix = {"bm25-2": "backbone-LaMP-2/", "attn-gs@6": "attn-gs-marker-LaMP-2/"}.get(method, f"{method}-LaMP-2-p")
+    assert all(a["model_version"].startswith(prefix) for a in served)
     # a known user without a profile in the request is answered from their stored history
     stored = service.answer(_rows(questions[:2], with_profile=False))
     assert all(a["personalized"] for a in stored)
