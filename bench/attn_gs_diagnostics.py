@@ -78,7 +78,7 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
                 if any(e[2])][:64]
 
     def share(bb):
-        with torch.no_grad(), capture_attention(bb.model, marking.layers, marking.query) as modules:
+        with torch.no_grad(), capture_attention(bb.model, marking.layers, marking.query, skip_rest=True) as modules:
             rows = item_attention(bb, [e[0] for e in held_out], modules, summed, [e[3] for e in held_out])
         return sum(float(r[torch.tensor(e[2])].sum() / r.sum()) for r, e in zip(rows, held_out)) / len(held_out)
 

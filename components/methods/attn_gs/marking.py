@@ -62,6 +62,11 @@ def _rows_at(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.gather(2, idx[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
 
 
+class _Captured(Exception):
+    """Raised by the deepest marking layer once its rows are recorded: the later layers and
+    the LM head (logits over the vocabulary at every position) are never computed."""
+
+
 def _capture_forward(module, query, key, value, attention_mask, scaling=None, position_bias=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -86,6 +91,8 @@ def _capture_forward(module, query, key, value, attention_mask, scaling=None, po
         # without a NaN in the backward pass)
         weights = torch.softmax(scores, dim=-1) * valid[:, None, :, None]
         module._persona_rows.append(weights.sum(2) / valid.sum(1).clamp(min=1)[:, None, None])
+        if getattr(module, "_persona_last", False):
+            raise _Captured()               # the deepest marking layer is done: skip the rest of the model
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                   position_bias=position_bias, **kwargs)
 
@@ -131,10 +138,12 @@ def select_layers(n: int, spec: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def capture_attention(model: torch.nn.Module, layers: str, query: str = "last"):
+def capture_attention(model: torch.nn.Module, layers: str, query: str = "last", skip_rest: bool = False):
     """Within the block, every forward records, for the chosen layers, the attention row of
     the final position (or the mean row over `module._persona_positions`) in
-    `module._persona_rows`; yields the list of those modules."""
+    `module._persona_rows`; yields the list of those modules. With `skip_rest` a forward
+    stops after the deepest chosen layer (`item_attention` expects that; a direct call of
+    the model then raises `_Captured`)."""
     _register()
     modules = attention_modules(model, query)
     chosen = [modules[i] for i in select_layers(len(modules), layers)]
@@ -150,12 +159,13 @@ def capture_attention(model: torch.nn.Module, layers: str, query: str = "last"):
             c._attn_implementation = CAPTURE
         for m in chosen:
             m._persona_capture, m._persona_rows, m._persona_positions = True, [], None
+        modules[max(select_layers(len(modules), layers))]._persona_last = skip_rest
         yield chosen
     finally:
         for k, c in configs.items():
             c._attn_implementation = before[k]
         for m in chosen:
-            m._persona_capture, m._persona_rows, m._persona_positions = False, [], None
+            m._persona_capture, m._persona_rows, m._persona_positions, m._persona_last = False, [], None, False
 
 
 class Marker:
@@ -189,7 +199,7 @@ class Marker:
                 jobs.append((qi, prompt, idx, span))
         scores = [[0.0] * len(q.profile) for q in questions]
         bb.model.eval()
-        with capture_attention(bb.model, self.config.layers, self.config.query) as modules:
+        with capture_attention(bb.model, self.config.layers, self.config.query, skip_rest=True) as modules:
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 for qi, idx, item_scores in self._score_batch(batch, modules):
@@ -238,12 +248,15 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
         raise ValueError(f"marking query {config.query!r}: use last or input")
     for m in modules:
         m._persona_rows, m._persona_positions = [], positions
-    if backbone.is_encoder_decoder:
-        start = backbone.model.config.decoder_start_token_id
-        dec = torch.full((len(texts), 1), start if start is not None else 0, device=backbone.device)
-        backbone.model(**inputs, decoder_input_ids=dec)
-    else:
-        backbone.model(**inputs)
+    try:
+        if backbone.is_encoder_decoder:
+            start = backbone.model.config.decoder_start_token_id
+            dec = torch.full((len(texts), 1), start if start is not None else 0, device=backbone.device)
+            backbone.model(**inputs, decoder_input_ids=dec)
+        else:
+            backbone.model(**inputs)
+    except _Captured:
+        pass
     rows = torch.stack([m._persona_rows[-1] for m in modules]).mean(0)          # [B, heads, T]
     rows = rows.mean(1) if config.head_aggregation == "mean" else rows.amax(1)   # [B, T]
     valid = inputs["attention_mask"].bool().cpu() & (offsets[..., 1] > offsets[..., 0])

@@ -176,7 +176,7 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
     bar = tqdm(range(cfg.steps), desc="fine-tune marker", disable=not progress, mininterval=2)
     for step in bar:
         batch = rng.sample(examples, min(cfg.batch_size, len(examples)))
-        with capture_attention(model, marking.layers, marking.query) as modules:
+        with capture_attention(model, marking.layers, marking.query, skip_rest=True) as modules:
             rows = item_attention(tuned, [e[0] for e in batch], modules, summed, [e[3] for e in batch])
         # the share of the items' attention on the flagged items (moving mass from the
         # template and the input onto all items alike would not separate anything)
