@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,11 +42,15 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     return torch.float32
 
 
+_TOKEN_CACHE_SIZE = 200_000
+
+
 @dataclass
 class Backbone:
     model: torch.nn.Module
     tokenizer: object
     name: str = "backbone"
+    _token_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -78,7 +82,16 @@ class Backbone:
     # --- tokens -------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        """Token ids without special tokens. Memoised: prompt building tokenizes the same
+        history items over and over (every training step, every method), and one call of a
+        Hugging Face tokenizer costs tens of microseconds of Python overhead."""
+        ids = self._token_cache.get(text)
+        if ids is None:
+            if len(self._token_cache) >= _TOKEN_CACHE_SIZE:
+                self._token_cache.clear()
+            ids = self._token_cache[text] = tuple(self.tokenizer(text, add_special_tokens=False,
+                                                                 verbose=False)["input_ids"])
+        return list(ids)
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

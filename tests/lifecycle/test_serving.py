@@ -128,3 +128,17 @@ def test_mlflow_models_serve_answers_like_the_service(workspace, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_persona_serve_registers_the_serving_model(workspace):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--method", "attn-gs@6", "--register-only"],
+                         cwd=workspace, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    reg = json.loads(out.stdout)
+    assert reg["name"] == "serve-attn-gs-6" and reg["model_uri"] == "models:/serve-attn-gs-6@champion"
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--method", "magic-9", "--register-only"],
+                         cwd=workspace, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown baseline 'magic-9'" in bad.stderr
