@@ -67,7 +67,7 @@ def scan_models(needles: Needles) -> tuple[list[str], list[str]]:
     versions of per-user models), each as `name/version: where`."""
     import mlflow
 
-    from components.lifecycle.models import population_dir, users_in_dir
+    from components.lifecycle.models import users_in_dir
 
     client = mlflow.MlflowClient()
     current, history = [], []

@@ -95,14 +95,16 @@ def forget_user(user: str, repo: str | Path = ".", profile_name: str | None = No
     # 5. audit
     secret = {*removal.texts}
     for t in tasks:
-        secret |= {s for s in vector_texts(get_task(t), questions[t]) if _unique(s, removal.texts)}
+        secret |= {s for s in vector_texts(get_task(t), questions[t]) if _holds_any(s, removal.texts)}
     report = audit_user(user, removal.texts, tasks, repo, vector_strings=secret, require_history=purge_history)
     return {"user": user, "tasks": tasks, "data_version": version, "records_removed": removal.records,
             "files_changed": len(removal.files), "models": models, "caches": caches, "purged": purged,
             "audit": report, "seconds": time.perf_counter() - start}
 
 
-def _unique(s: str, texts: set[str]) -> bool:
+def _holds_any(s: str, texts: set[str]) -> bool:
+    """Whether a cached string (an item as an encoder reads it) contains one of the texts
+    that only this user had: its vector is then the user's."""
     return any(t in s for t in texts)
 
 

@@ -170,10 +170,9 @@ def onboard_pplug(spec, by_user: dict, profile) -> dict:
     """No training: encode the new users' history items into the vector cache now."""
     from components.methods.pplug.method import history_text, recent
     from components.retrieval.cache import VectorCache, default_cache_root
-    from components.retrieval.encoder import SentenceEncoder
 
     t0 = time.perf_counter()
-    encoder = SentenceEncoder.default()
+    encoder = profile.pplug.history_encoder()            # the encoder PPlug's populations train with
     cache = VectorCache(default_cache_root(), encoder.fingerprint)
     cfg = profile.pplug
     texts = [history_text(spec, p, cfg.history_with_output) for qs in by_user.values()
