@@ -160,6 +160,6 @@ def purge_user_history(user: str, tasks: list[str], repo: Path, keep: dict[str, 
     gc = "not a DVC workspace"
     if (repo / ".dvc").is_dir():
         args = ["gc", "--workspace", "--force"] + (["--cloud"] if default_remote(repo) else [])
-        gc = run_dvc(*args, repo=repo).stdout.strip().splitlines()[-1:] or ["nothing to collect"]
-        gc = gc[0]
+        gc = "; ".join(line.strip() for line in run_dvc(*args, repo=repo).stdout.splitlines() if line.strip()) \
+            or "nothing to collect"
     return {"model_versions_deleted": deleted, "dvc_gc": gc}
