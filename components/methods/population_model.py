@@ -2,8 +2,9 @@
 
 Input rows {user_id, input, profile (optional), date (optional)} -> outputs. The method
 kind and the task come from `model_config`; the frozen backbone is resolved from the
-registry (`model_config["backbone_uri"]`), not copied into every population model. Full
-serving (unknown users, batching, flags) is issue 8.
+registry (`model_config["backbone_uri"]`), not copied into every population model. This
+model answers for its own population's users; serving any user of any task (guests,
+batching, the `personalized` flag) is `serve-<method>` (`components/serving/`).
 """
 
 import mlflow
