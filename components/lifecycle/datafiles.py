@@ -121,6 +121,7 @@ def remove_users(dirs: Iterable[Path], users, tx: DataTransaction) -> Removal:
             (arrays if first == b"[" else others).append(path)
     mine: set[str] = set()
     theirs_hit: set[str] = set()
+    holding: list[Path] = []
     for path in arrays:                         # pass 1: the users' records, ids and texts
         for rec in iter_json_array(path):
             if isinstance(rec, dict) and record_user(rec) in users:
@@ -128,9 +129,9 @@ def remove_users(dirs: Iterable[Path], users, tx: DataTransaction) -> Removal:
                     out.question_ids.add(str(rec["id"]))
                 out.question_ids.update(str(q["id"]) for q in rec.get("query") or [] if isinstance(q, dict))
                 mine.update(_record_texts(rec))
-    for path in arrays:                         # pass 2: rewrite; note texts other users share
-        if not any(isinstance(r, dict) and record_user(r) in users for r in iter_json_array(path)):
-            continue
+                if not holding or holding[-1] != path:
+                    holding.append(path)
+    for path in holding:                        # pass 2: rewrite; note texts other users share
 
         def kept(path=path):
             for rec in iter_json_array(path):
