@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.lamp.io import QuestionWriter, iter_questions, read_golds, write_oppu_users, write_outputs
-from components.lamp.records import OppuQuery, OppuUser, Output, Question
+from components.lamp.records import OppuQuery, OppuUser, Output, ProfileItem, Question
 from components.lamp.tasks import TaskSpec, get_task
 from components.storage.files import write_json_atomic
 
@@ -118,10 +118,18 @@ def kmeans(features, k: int, iterations: int, seed: int, restarts: int = 8):
     return best
 
 
-def add_profile_text(texts: list[str], spec: TaskSpec, q: Question) -> None:
+def add_profile_text(texts: list[str], spec: TaskSpec, profile: list[ProfileItem]) -> None:
     """What clustering reads of a user: item texts of their questions' recent history (capped)."""
     if len(texts) < 200:
-        texts += [spec.item_text(p.fields) for p in q.profile[-50:]]
+        texts += [spec.item_text(p.fields) for p in profile[-50:]]
+
+
+def population_sizes(populations: dict[str, str]) -> dict[str, int]:
+    """Users per population, by population name (the `sizes` of populations.json)."""
+    sizes: dict[str, int] = defaultdict(int)
+    for p in populations.values():
+        sizes[p] += 1
+    return dict(sorted(sizes.items()))
 
 
 def _tfidf_features(user_text: dict[str, str], users: list[str], dim: int):
@@ -162,9 +170,7 @@ class PopulationIndex:
         import numpy as np
 
         self.cfg, self.populations = cfg, populations
-        sizes: dict[str, int] = defaultdict(int)
-        for p in populations.values():
-            sizes[p] += 1
+        sizes = population_sizes(populations)
         self.largest = max(sorted(sizes), key=lambda p: sizes[p]) if sizes else "p0"
         self.names: list[str] = []
         if cfg.rule == "kmeans" and populations:
@@ -211,7 +217,7 @@ def prepare_task(task: str | TaskSpec, raw_dir: str | Path, out_dir: str | Path,
             dated &= q.date is not None
             by_user[user].append((q.date or "", q.id))
             history[user] = max(history[user], len(q.profile))
-            add_profile_text(text[user], spec, q)
+            add_profile_text(text[user], spec, q.profile)
             if rule_field is not None:
                 field[user] = str(q.extra.get(rule_field, q.user_id if rule_field == "user_id" else "unknown"))
     time_split = time_splits(by_user)
@@ -254,14 +260,10 @@ def prepare_task(task: str | TaskSpec, raw_dir: str | Path, out_dir: str | Path,
                   [Output(q.id, q.gold) for u in oppu_top for q in u.queries if q.gold is not None])
 
     populations = assign_populations({u: " ".join(t) for u, t in text.items()}, field, cfg.populations)
-    sizes: dict[str, int] = defaultdict(int)
-    for p in populations.values():
-        sizes[p] += 1
+    sizes = population_sizes(populations)
     write_json_atomic(out_dir / "populations.json", {
-        "task": spec.name, "rule": cfg.populations.rule, "sizes": dict(sorted(sizes.items())),
-        "populations": populations})
-    return {"users": len(by_user), "time_based": dated, "oppu_top_users": n,
-            "populations": dict(sorted(sizes.items())),
+        "task": spec.name, "rule": cfg.populations.rule, "sizes": sizes, "populations": populations})
+    return {"users": len(by_user), "time_based": dated, "oppu_top_users": n, "populations": sizes,
             "splits": {f"{k[0]}/{k[1]}": w.count for k, w in writers.items()}}
 
 

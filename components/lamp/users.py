@@ -53,7 +53,7 @@ class UserData:
             text: dict[str, list[str]] = defaultdict(list)
             for user, qs in self.questions.items():
                 for q in qs:
-                    add_profile_text(text[user], self.spec, q)
+                    add_profile_text(text[user], self.spec, q.profile)
             self._index = PopulationIndex({u: " ".join(t) for u, t in text.items()}, self.populations,
                                           self.population_config)
         return self._index
@@ -62,7 +62,6 @@ class UserData:
         """The user's assigned population, or the nearest one for their profile."""
         if user in self.populations:
             return self.populations[user]
-        fake = Question(id="-", input="", profile=list(profile), user_id=user)
         texts: list[str] = []
-        add_profile_text(texts, self.spec, fake)
+        add_profile_text(texts, self.spec, profile)
         return self.index.assign(" ".join(texts))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.lamp.io import iter_json_array
+from components.lamp.splits import population_sizes
 
 
 class DataTransaction:
@@ -164,10 +165,7 @@ def _without(obj: object, users: set[str], qids: set[str]) -> object | None:
         pops = {u: p for u, p in obj["populations"].items() if u not in users}
         if len(pops) == len(obj["populations"]):
             return None
-        sizes: dict[str, int] = {}
-        for p in pops.values():
-            sizes[p] = sizes.get(p, 0) + 1
-        return {**obj, "populations": pops, "sizes": dict(sorted(sizes.items()))}
+        return {**obj, "populations": pops, "sizes": population_sizes(pops)}
     if qids & set(obj):
         return {k: v for k, v in obj.items() if k not in qids}
     return None

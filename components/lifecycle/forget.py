@@ -85,7 +85,8 @@ def forget_user(user: str, repo: str | Path = ".", profile_name: str | None = No
 
     # 2. models with per-user state, 3. caches
     models = forget_in_models(user, tasks, repo)
-    caches = forget_in_caches(user, {get_task(t).name: questions[t] for t in tasks}, removal.texts)
+    strings = set().union(*(vector_texts(get_task(t), questions[t]) for t in tasks))
+    caches = forget_in_caches(user, [q for t in tasks for q in questions[t]], strings)
 
     # 4. history
     purged: dict = {}
@@ -93,9 +94,7 @@ def forget_user(user: str, repo: str | Path = ".", profile_name: str | None = No
         purged = purge_user_history(user, tasks, repo, keep={m["name"]: m["version"] for m in models})
 
     # 5. audit
-    secret = {*removal.texts}
-    for t in tasks:
-        secret |= {s for s in vector_texts(get_task(t), questions[t]) if _holds_any(s, removal.texts)}
+    secret = removal.texts | {s for s in strings if _holds_any(s, removal.texts)}
     report = audit_user(user, removal.texts, tasks, repo, vector_strings=secret, require_history=purge_history)
     return {"user": user, "tasks": tasks, "data_version": version, "records_removed": removal.records,
             "files_changed": len(removal.files), "models": models, "caches": caches, "purged": purged,
@@ -124,17 +123,14 @@ def forget_in_models(user: str, tasks: list[str], repo: Path) -> list[dict]:
     return out
 
 
-def forget_in_caches(user: str, questions: dict, texts: set[str]) -> dict:
-    """Drop the user's item vectors (every encoder's cache) and compressed contexts (every
-    marker/compressor/budget namespace)."""
-    from components.lamp.tasks import get_task
+def forget_in_caches(user: str, questions: list, strings: set[str]) -> dict:
+    """Drop the vectors of `strings` (the user's items and queries, `vector_texts`) from every
+    encoder's cache, and the compressed contexts of the user and of their `questions` from
+    every marker/compressor/budget namespace."""
     from components.methods.attn_gs.method import ContextCache, default_context_root, question_key
     from components.retrieval.cache import VectorCache, default_cache_root
 
-    strings = set()
-    for task, qs in questions.items():
-        strings |= vector_texts(get_task(task), qs)
-    keys = {question_key(q) for qs in questions.values() for q in qs}
+    keys = {question_key(q) for q in questions}
     vectors = contexts = 0
     root = default_cache_root()
     if root is not None and root.exists():

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import time
@@ -64,7 +65,7 @@ def read_new_users(task: str, questions_file: str | Path, outputs_file: str | Pa
 def add_records(spec, data, by_user: dict, golds: dict, populations: dict[str, str], repo: Path) -> list[str]:
     """Stage the new users' records into raw and prepared files and swap them in."""
     from components.lamp.io import iter_json_array
-    from components.lamp.splits import time_splits
+    from components.lamp.splits import population_sizes, time_splits
     from components.lifecycle.datafiles import DataTransaction
 
     raw, prepared = repo / "data" / "raw" / spec.name, repo / "data" / "prepared" / spec.name
@@ -81,7 +82,7 @@ def add_records(spec, data, by_user: dict, golds: dict, populations: dict[str, s
                 continue
             qfile, ofile = base.with_name(f"{base.name}_questions.json"), base.with_name(f"{base.name}_outputs.json")
             existing = iter_json_array(qfile) if qfile.exists() else iter(())
-            tx.stage_array(qfile, _chain(existing, (q.to_json() for q in qs)))
+            tx.stage_array(qfile, itertools.chain(existing, (q.to_json() for q in qs)))
             changed.append(str(qfile))
             if golds and ofile.exists():
                 outs = json.loads(ofile.read_text(encoding="utf-8"))
@@ -91,18 +92,10 @@ def add_records(spec, data, by_user: dict, golds: dict, populations: dict[str, s
         pops_file = prepared / "populations.json"
         pops = json.loads(pops_file.read_text())
         pops["populations"].update(populations)
-        sizes: dict[str, int] = defaultdict(int)
-        for p in pops["populations"].values():
-            sizes[p] += 1
-        pops["sizes"] = dict(sorted(sizes.items()))
+        pops["sizes"] = population_sizes(pops["populations"])
         tx.stage_json(pops_file, pops)
         changed.append(str(pops_file))
     return changed
-
-
-def _chain(*iterables):
-    for it in iterables:
-        yield from it
 
 
 def onboard_users(task: str, questions_file: str | Path, outputs_file: str | Path | None = None,
