@@ -66,6 +66,8 @@ def main() -> None:
                     help="extra copies per example with 1-50%% of its history deleted (aggr_id.py)")
     ap.add_argument("--bridge-rank", type=int, default=None,
                     help="0: frozen backbone as in the paper; r>0: a shared LoRA bridge (default: params.yaml)")
+    ap.add_argument("--attention-supervision", type=float, default=None,
+                    help="weight of the weak attention label loss, 0 = off (default: params.yaml)")
     ap.add_argument("--populations", nargs="+", help="only these populations (default: all)")
     ap.add_argument("--new-users", action="store_true", help="user-based split: seen against never-seen users")
     ap.add_argument("--baselines", nargs="+", default=["non-personalized", "bm25-1", "bm25-4", "dense-1", "dense-4"],
@@ -75,6 +77,8 @@ def main() -> None:
                          "tokens (a proxy for what two soft tokens can carry into this frozen backbone)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON result goes")
     args = ap.parse_args()
+
+    from dataclasses import asdict
 
     import flows  # noqa: F401  (environment defaults)
     from components.config import load_profile
@@ -93,7 +97,8 @@ def main() -> None:
     spec = get_task(args.task)
     settings = load_profile(None, ROOT / "params.yaml").pplug
     cfg, tcfg = settings.configs(ablation=args.ablation, epochs=args.epochs, lr=args.lr,
-                                 history_deletion=args.history_deletion, bridge_rank=args.bridge_rank)
+                                 history_deletion=args.history_deletion, bridge_rank=args.bridge_rank,
+                                 attention_supervision=args.attention_supervision)
     mlflow_tracking.configure(ROOT)
     base, uri = resolve_backbone(spec.name, None, ROOT)
     pops = json.loads((ROOT / "data" / "prepared" / spec.name / "populations.json").read_text())["populations"]
@@ -151,7 +156,8 @@ def main() -> None:
                                                                  progress=False))
     metric = spec.primary_metric
     result = {"task": spec.name, "metric": metric, "ablation": args.ablation, "new_users": args.new_users,
-              "settings": settings.model_dump(), "costs": costs_all, "quality": {}}
+              "settings": settings.model_dump(), "effective": {"model": asdict(cfg), "train": asdict(tcfg)},
+              "costs": costs_all, "quality": {}}
     for label, by_method in rows.items():
         print(f"\n{spec.name}, {label}, {metric} (all populations' questions)")
         for name, results in by_method.items():
@@ -162,7 +168,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = (f"pplug-{spec.name}-{'new-users' if args.new_users else 'time'}-{args.ablation}"
-            f"-bridge{cfg.bridge_rank}.json")
+            f"-bridge{cfg.bridge_rank}{f'-sup{tcfg.attention_supervision:g}' if tcfg.attention_supervision else ''}.json")
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out / name}")
 

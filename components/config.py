@@ -116,6 +116,10 @@ class TapPerSettings(_Strict):
     use_record_prefix: bool = True
     bridge_rank: int = Field(4, ge=1)
     bridge_roles: str = "qkv"
+    record_pooling: str = Field("tokens", pattern="^(tokens|fields)$",
+                                description="z_h: mean over the record's tokens (reference) or over its fields")
+    standardise: bool = Field(True, description="centre and scale z_q, z_h with training statistics")
+    attention_supervision: float = Field(0.0, ge=0, description="weight of the weak attention label loss")
     max_records: int = Field(16, ge=1)
     max_examples: int | None = Field(None, ge=1, description="cap on training items per population")
     epochs: int = Field(4, ge=1)
@@ -129,9 +133,10 @@ class TapPerSettings(_Strict):
 
         d = self.model_dump()
         model = TapPerConfig(**{k: d[k] for k in ("prefix_length", "temporal", "order", "use_user_prefix",
-                                                  "use_record_prefix", "bridge_rank", "bridge_roles")})
+                                                  "use_record_prefix", "bridge_rank", "bridge_roles",
+                                                  "record_pooling", "standardise")})
         train = TapPerTrainConfig(max_records=self.max_records, epochs=self.epochs, lr=self.lr,
-                                  batch_size=self.batch_size)
+                                  batch_size=self.batch_size, attention_supervision=self.attention_supervision)
         return model, train
 
 
@@ -155,6 +160,7 @@ class PPlugSettings(_Strict):
     encoder_lr: float = Field(5e-5, gt=0)
     batch_size: int = Field(16, ge=1)
     history_deletion: int = Field(0, ge=0)
+    attention_supervision: float = Field(0.0, ge=0, description="weight of the weak attention label loss")
     max_parallel: int = Field(1, ge=1)
 
     ABLATIONS: ClassVar[dict] = {"none": {}, "mean": {"use_attention": False}, "no-instruction": {"use_instruction": False},
@@ -172,7 +178,7 @@ class PPlugSettings(_Strict):
                                                  "attention_scale", "learn_attention_scale", "projection",
                                                  "bridge_rank")})
         train = PPlugTrainConfig(**{k: d[k] for k in ("epochs", "lr", "encoder_lr", "batch_size",
-                                                      "history_deletion")})
+                                                      "history_deletion", "attention_supervision")})
         return model, train
 
     def history_encoder(self):

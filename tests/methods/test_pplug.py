@@ -1,6 +1,7 @@
 """PPlug on tiny decoder-only and encoder-decoder backbones, with a tiny BERT encoder (issue 6)."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -147,3 +148,26 @@ def test_an_encoder_path_that_is_not_a_sentence_encoder_is_refused(tiny, tmp_pat
         SentenceEncoder(str(tmp_path / "lm"))
     with pytest.raises(ValueError, match="not a loadable sentence encoder"):
         SentenceEncoder(str(tmp_path / "missing"))
+
+
+def test_attention_supervision_adds_the_weak_label_loss_and_keeps_the_llm_frozen(tiny, tiny_encoder, synth_root):
+    from components.methods.weak_labels import attention_label_loss, gold_output_mask
+
+    spec, ex = _examples(synth_root, n=4)
+    method = _method(tiny, tiny_encoder)
+    qs, golds = [q for q, _ in ex], [g for _, g in ex]
+    method.encode_histories(spec, qs)
+    _, w = method.soft_tokens(spec, qs)
+    target = gold_output_mask(spec, [recent(q.profile, 6) for q in qs], golds, w.shape[1])
+    assert target.any()                        # the synthetic users repeat their tags
+    label_loss = attention_label_loss(w, target)
+    assert label_loss > 0
+    label_loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.embedder.input_encoder.parameters())
+    backbone_before = {n: p.detach().clone() for n, p in method.backbone.model.named_parameters()}
+    plain = _method(tiny, tiny_encoder)
+    tcfg = PPlugTrainConfig(epochs=1, batch_size=4, lr=1e-2, encoder_lr=1e-2)
+    supervised = method.fit(spec, ex, replace(tcfg, attention_supervision=1.0))
+    unsupervised = plain.fit(spec, ex, tcfg)
+    assert supervised[0] > unsupervised[0]     # same first batch and weights: the label loss is added
+    assert all(torch.equal(p, backbone_before[n]) for n, p in method.backbone.model.named_parameters())

@@ -123,3 +123,75 @@ def test_online_update_touches_only_that_user(tiny, synth_root, tmp_path):
     assert torch.equal(table[: len(users)], table_before)                  # nobody else moved
     assert not torch.allclose(table[-1], table_before.mean(0))             # the newcomer's row was fitted
     assert [p.output for p in method.predict(None, spec, others)] == before
+
+
+def test_standardisation_is_fitted_on_the_training_data_and_saved(tiny, synth_root, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from components.backbone.model import load_backbone, save_backbone
+    from components.methods.tap_per.method import TapPerMethod
+
+    spec, ex = _examples(synth_root, n=8)
+    save_backbone(tiny, tmp_path / "base")
+    users = sorted({q.user_key for q, _ in ex})
+    bridged, prefix, index, _ = train_population(
+        load_backbone(tmp_path / "base"), spec, ex, users, TapPerConfig(prefix_length=2),
+        TapPerTrainConfig(batch_size=4, lr=1e-2))
+    z_q, z_h, _, _, mask = record_features(bridged, [q for q, _ in ex], 16)
+    assert torch.allclose(prefix.q_mean, z_q.mean(0), atol=1e-5)             # every example sampled (8 < 1024)
+    assert torch.allclose(prefix.h_mean, z_h[mask].mean(0), atol=1e-5)
+    assert torch.allclose(((z_h[mask] - prefix.h_mean) / prefix.h_scale).std(0), torch.ones(tiny.hidden_size),
+                          atol=1e-3)
+    TapPerMethod(bridged, prefix, index).save(tmp_path / "pop")
+    state = load_file(str(tmp_path / "pop" / "prefix.safetensors"))
+    assert torch.equal(state["h_scale"], prefix.h_scale)
+    # a model saved before standardisation existed loads with identity statistics
+    save_file({k: v for k, v in state.items() if not k.startswith(("q_", "h_"))},
+              str(tmp_path / "pop" / "prefix.safetensors"))
+    old = TapPerMethod.load(tmp_path / "pop", load_backbone(tmp_path / "base"))
+    assert torch.equal(old.prefix.h_mean, torch.zeros(tiny.hidden_size))
+    assert torch.equal(old.prefix.q_scale, torch.ones(tiny.hidden_size))
+    save_file({**state, "stray": torch.zeros(1)}, str(tmp_path / "pop" / "prefix.safetensors"))
+    with pytest.raises(ValueError, match="unexpected \\['stray'\\]"):
+        TapPerMethod.load(tmp_path / "pop", load_backbone(tmp_path / "base"))
+
+
+def test_standardisation_off_keeps_the_reference_features(tiny, synth_root):
+    spec, ex = _examples(synth_root, n=4)
+    users = sorted({q.user_key for q, _ in ex})
+    _, prefix, _, _ = train_population(copy.deepcopy(tiny), spec, ex, users,
+                                       TapPerConfig(prefix_length=2, standardise=False),
+                                       TapPerTrainConfig(batch_size=4))
+    assert torch.equal(prefix.q_mean, torch.zeros(tiny.hidden_size))
+    assert torch.equal(prefix.h_scale, torch.ones(tiny.hidden_size))
+
+
+def test_field_pooling_weighs_each_field_equally(tiny, synth_root):
+    from components.methods.tap_per.train import mean_input_embedding, record_embeddings
+
+    _, ex = _examples(synth_root, n=2)
+    item = ex[1][0].profile[0]
+    by_field = mean_input_embedding(tiny, [v for _, v in sorted(item.fields.items())])
+    assert torch.allclose(record_embeddings(tiny, [item], "fields")[0], by_field.mean(0))
+    tokens = record_embeddings(tiny, [item], "tokens")[0]
+    assert not torch.allclose(tokens, by_field.mean(0))     # a one-word tag weighs less among all tokens
+    with pytest.raises(ValueError, match="record_pooling"):
+        record_embeddings(tiny, [item], "max")
+
+
+def test_attention_supervision_is_minus_log_of_the_mass_on_records_with_the_gold_output(tiny, synth_root):
+    from components.methods.tap_per.train import attention_loss
+
+    spec, ex = _examples(synth_root, n=12)
+    batch = [(q, g) for q, g in ex if any(p.fields.get("tag") == g for p in q.profile)][:3]
+    assert batch
+    prefix = TapPerPrefix(tiny.hidden_size, 1, TapPerConfig(prefix_length=2))
+    feats = record_features(tiny, [q for q, _ in batch], 16)
+    alpha = prefix.attention(*feats)
+    target = torch.tensor([[float(p.fields["tag"] == g) for p in q.profile[-16:]] + [0.0] * (16 - len(q.profile[-16:]))
+                           for q, g in batch])
+    expected = -torch.log((alpha * target).sum(1)).mean()
+    loss = attention_loss(prefix, spec, batch, feats, 16)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    loss.backward()
+    assert prefix.relevance[0].weight.grad.abs().sum() > 0 and prefix.project.weight.grad is None

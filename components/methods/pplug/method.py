@@ -29,6 +29,7 @@ from components.lamp.records import ProfileItem, Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
 from components.methods.pplug.model import PPlugConfig, PPlugEmbedder, token_norm
+from components.methods.weak_labels import attention_label_loss, gold_output_mask
 from components.retrieval.cache import VectorCache, default_cache_root
 from components.retrieval.encoder import SentenceEncoder
 from components.storage.files import write_json_atomic
@@ -43,6 +44,8 @@ class PPlugTrainConfig:
     encoder_lr: float = 5e-5         # the input encoder (fine-tuned from pretrained weights)
     batch_size: int = 16
     history_deletion: int = 0        # extra copies per example with 1-50% of its history deleted
+    attention_supervision: float = 0.0   # weight of -log(aggregator weight on the history items whose
+                                         # past output is the gold one); 0: the paper's loss alone
     seed: int = 0
 
 
@@ -175,8 +178,12 @@ class PPlugMethod(Method):
                 for start in range(0, len(data), tcfg.batch_size):
                     batch = distributed.shard(data[start:start + tcfg.batch_size], ctx)   # this rank's slice
                     qs = [q for q, _ in batch]
-                    tokens, _ = self.soft_tokens(spec, qs)
+                    tokens, weights = self.soft_tokens(spec, qs)
                     loss = prefix_loss(self.backbone, tokens, self.prompts(spec, qs), [g for _, g in batch])
+                    if tcfg.attention_supervision > 0 and self.cfg.use_attention:
+                        target = gold_output_mask(spec, [recent(q.profile, self.cfg.max_history) for q in qs],
+                                                  [g for _, g in batch], weights.shape[1])
+                        loss = loss + tcfg.attention_supervision * attention_label_loss(weights, target)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     distributed.reduce_gradients(encoder_params + head_params, ctx)

@@ -24,6 +24,10 @@ from components.methods.tap_per.train import record_features
 from components.storage.files import write_json_atomic
 
 
+# models saved before standardisation existed have none: identity statistics, as they were trained
+STANDARDISATION_BUFFERS = {"q_mean", "q_scale", "h_mean", "h_scale"}
+
+
 class UnknownUserError(KeyError):
     pass
 
@@ -49,7 +53,7 @@ class TapPerMethod(Method):
     @torch.no_grad()
     def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
         self.prefix.eval()
-        feats = record_features(self.bridged, questions, self.max_records)
+        feats = record_features(self.bridged, questions, self.max_records, self.prefix.cfg.record_pooling)
         prefix = self.prefix(self.rows_for(questions), *feats)
         prompts = [q.input for q in questions]
         outputs = self.bridged.generate(prompts, spec.max_new_tokens, prefix=prefix)
@@ -79,7 +83,10 @@ class TapPerMethod(Method):
         meta = json.loads((d / "users.json").read_text())
         cfg = TapPerConfig(**meta["config"])
         prefix = TapPerPrefix(meta["hidden_size"], len(meta["users"]), cfg)
-        prefix.load_state_dict(load_file(str(d / "prefix.safetensors")))
+        missing, unexpected = prefix.load_state_dict(load_file(str(d / "prefix.safetensors")), strict=False)
+        if unexpected or set(missing) - STANDARDISATION_BUFFERS:
+            raise ValueError(f"{d / 'prefix.safetensors'} does not match its users.json config: missing "
+                             f"{sorted(set(missing) - STANDARDISATION_BUFFERS)}, unexpected {sorted(unexpected)}")
         model = PeftModel.from_pretrained(backbone.model, d / "bridge")
         bridged = Backbone(model.eval(), backbone.tokenizer, name=backbone.name)
         return cls(bridged, prefix.eval(), meta["users"], meta["max_records"])
@@ -146,7 +153,7 @@ def fit_user(method: TapPerMethod, spec: TaskSpec, user_id: str, examples: Seque
             for i in range(0, len(examples), batch_size):
                 batch = examples[i:i + batch_size]
                 qs = [q for q, _ in batch]
-                feats = record_features(method.bridged, qs, method.max_records)
+                feats = record_features(method.bridged, qs, method.max_records, method.prefix.cfg.record_pooling)
                 rows = torch.full((len(qs),), row, dtype=torch.long)
                 loss = prefix_loss(method.bridged, method.prefix(rows, *feats), [q.input for q in qs],
                                    [g for _, g in batch])

@@ -28,6 +28,10 @@ class TapPerConfig:
     use_record_prefix: bool = True  # ablation "P_u only" turns this off
     bridge_rank: int = 4
     bridge_roles: str = "qkv"       # the projections the published 2.36 M bridge covers
+    record_pooling: str = "tokens"  # z_h: "tokens" = mean over the record's tokens (reference);
+                                    # "fields" = mean over its fields of each field's token mean
+    standardise: bool = True        # centre and scale z_q and z_h with statistics of the training
+                                    # data (stored with the model) before relevance and projection
 
 
 class TapPerPrefix(nn.Module):
@@ -41,6 +45,27 @@ class TapPerPrefix(nn.Module):
         self.lambda_t = nn.Parameter(torch.randn(()) * 0.02)
         self.lambda_o = nn.Parameter(torch.randn(()) * 0.02)
         self.project = nn.Linear(d, d * L)
+        # identity until `fit_standardisation`; saved with the model (state_dict buffers)
+        for name in ("q_mean", "h_mean"):
+            self.register_buffer(name, torch.zeros(d))
+        for name in ("q_scale", "h_scale"):
+            self.register_buffer(name, torch.ones(d))
+
+    @torch.no_grad()
+    def fit_standardisation(self, z_q: torch.Tensor, z_h: torch.Tensor, mask: torch.Tensor) -> None:
+        """Per-dimension mean and std of the queries' and the valid records' z. Mean-pooled
+        embeddings of one domain share a large common component and differ in a small one
+        (the theme words of a text); without this the relevance MLP barely learns (measured in
+        docs/tap-per.md)."""
+        if not self.cfg.standardise:
+            return
+        records = z_h[mask]
+        if len(z_q) > 1:
+            self.q_mean.copy_(z_q.mean(0))
+            self.q_scale.copy_(z_q.std(0).clamp(min=1e-6))
+        if len(records) > 1:
+            self.h_mean.copy_(records.mean(0))
+            self.h_scale.copy_(records.std(0).clamp(min=1e-6))
 
     def per_user_parameters(self) -> int:
         return self.user_prefix.embedding_dim
@@ -48,11 +73,11 @@ class TapPerPrefix(nn.Module):
     def shared_parameters(self) -> int:
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("user_prefix"))
 
-    def record_prefix(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-        """z_q [B,d], z_h [B,K,d], days/order [B,K] (>= 0), mask [B,K] -> P_q [B,L,d].
-
-        A user with no valid record gets a zero P_q (the softmax has nothing to weigh)."""
+    def attention(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+        """alpha [B,K]: softmax over the valid records of relevance minus the penalties
+        (all zeros for a user with no valid record)."""
+        z_q, z_h = (z_q - self.q_mean) / self.q_scale, self._standard_h(z_h)
         q = z_q.unsqueeze(1).expand_as(z_h)
         s = self.relevance(torch.cat([q, z_h, q - z_h, q * z_h], -1)).squeeze(-1)
         if self.cfg.temporal:
@@ -60,8 +85,18 @@ class TapPerPrefix(nn.Module):
         if self.cfg.order:
             s = s - self.lambda_o * torch.log1p(order.clamp(min=0))
         s = s.masked_fill(~mask, float("-inf"))
-        alpha = torch.softmax(s, -1).nan_to_num(0.0) * mask
-        pooled = (alpha.unsqueeze(-1) * z_h).sum(1)
+        return torch.softmax(s, -1).nan_to_num(0.0) * mask
+
+    def _standard_h(self, z_h: torch.Tensor) -> torch.Tensor:
+        return (z_h - self.h_mean) / self.h_scale
+
+    def record_prefix(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """z_q [B,d], z_h [B,K,d], days/order [B,K] (>= 0), mask [B,K] -> P_q [B,L,d].
+
+        A user with no valid record gets a zero P_q (the softmax has nothing to weigh)."""
+        alpha = self.attention(z_q, z_h, days, order, mask)
+        pooled = (alpha.unsqueeze(-1) * self._standard_h(z_h)).sum(1)
         return self.project(pooled).view(-1, self.cfg.prefix_length, self.hidden_size)
 
     def forward(self, user_rows: torch.Tensor, z_q, z_h, days, order, mask) -> torch.Tensor:

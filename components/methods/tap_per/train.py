@@ -14,8 +14,10 @@ from components.backbone.model import Backbone, prefix_loss
 from components.lamp.records import ProfileItem, Question, parse_date
 from components.lamp.tasks import TaskSpec
 from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
+from components.methods.weak_labels import attention_label_loss, gold_output_mask
 
 MAX_TEXT_TOKENS = 128          # queries and records are truncated to 128 tokens (reference code)
+STANDARDISATION_SAMPLE = 1024  # training examples whose z give the standardisation statistics
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,32 @@ class TapPerTrainConfig:
     epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 16
+    attention_supervision: float = 0.0   # weight of -log(alpha mass on records whose past output is
+                                         # the gold one); 0: the reference's answer loss alone
     seed: int = 0
 
 
 def record_text(item: ProfileItem) -> str:
     """A history record as the record prefix sees it: all its fields, past output included."""
     return " ".join(v for k, v in sorted(item.fields.items()))
+
+
+def record_embeddings(backbone: Backbone, items: Sequence[ProfileItem], pooling: str = "tokens") -> torch.Tensor:
+    """[N, d] z_h of history records. "tokens": the mean over the record's tokens (the
+    reference); "fields": the mean over its fields of each field's token mean, so that a
+    one-word past output (a tag, a score) weighs as much as the text beside it."""
+    if pooling == "tokens":
+        return mean_input_embedding(backbone, [record_text(p) for p in items])
+    if pooling != "fields":
+        raise ValueError(f"record_pooling must be 'tokens' or 'fields', not {pooling!r}")
+    fields = [[v for _, v in sorted(p.fields.items())] for p in items]
+    flat = mean_input_embedding(backbone, [v for f in fields for v in f])
+    out, at = torch.zeros(len(items), flat.shape[1]), 0
+    for i, f in enumerate(fields):
+        if f:
+            out[i] = flat[at:at + len(f)].mean(0)
+        at += len(f)
+    return out
 
 
 @torch.no_grad()
@@ -43,7 +65,7 @@ def mean_input_embedding(backbone: Backbone, texts: Sequence[str]) -> torch.Tens
     return out
 
 
-def record_features(backbone: Backbone, questions: Sequence[Question], max_records: int):
+def record_features(backbone: Backbone, questions: Sequence[Question], max_records: int, pooling: str = "tokens"):
     """z_q [B,d], z_h [B,K,d], days [B,K], order [B,K], mask [B,K] for a batch of questions.
 
     The K most recent records are kept; records or queries without dates get days = 0
@@ -58,7 +80,7 @@ def record_features(backbone: Backbone, questions: Sequence[Question], max_recor
         recent = q.profile[-max_records:]
         if not recent:
             continue
-        z_h[i, : len(recent)] = mean_input_embedding(backbone, [record_text(p) for p in recent])
+        z_h[i, : len(recent)] = record_embeddings(backbone, recent, pooling)
         qdate = parse_date(q.date) if q.date else None
         for j, item in enumerate(recent):
             if qdate is not None and item.date:
@@ -66,6 +88,14 @@ def record_features(backbone: Backbone, questions: Sequence[Question], max_recor
             order[i, j] = len(recent) - j
         mask[i, : len(recent)] = True
     return z_q, z_h, days, order, mask
+
+
+def attention_loss(prefix: TapPerPrefix, spec: TaskSpec, batch: Sequence[tuple[Question, str]], feats,
+                   max_records: int) -> torch.Tensor:
+    """The weak attention label (`components.methods.weak_labels`) on the record prefix."""
+    target = gold_output_mask(spec, [q.profile[-max_records:] for q, _ in batch], [g for _, g in batch],
+                              feats[-1].shape[1])
+    return attention_label_loss(prefix.attention(*feats), target)
 
 
 def attach_bridge(backbone: Backbone, cfg: TapPerConfig) -> Backbone:
@@ -93,7 +123,11 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
     torch.manual_seed(tcfg.seed)
     index = {u: i for i, u in enumerate(users)}
     bridged = attach_bridge(backbone, cfg)
-    prefix = prefix if prefix is not None else TapPerPrefix(backbone.hidden_size, len(users), cfg)
+    if prefix is None:
+        prefix = TapPerPrefix(backbone.hidden_size, len(users), cfg)
+        sample = random.Random(tcfg.seed).sample(list(examples), min(len(examples), STANDARDISATION_SAMPLE))
+        z_q, z_h, _, _, mask = record_features(backbone, [q for q, _ in sample], tcfg.max_records, cfg.record_pooling)
+        prefix.fit_standardisation(z_q, z_h, mask)      # same on every rank: same seed, same sample
     distributed.broadcast_parameters(prefix, ctx)
     shared = [p for p in bridged.model.parameters() if p.requires_grad]
     shared += [p for n, p in prefix.named_parameters() if not n.startswith("user_prefix")]
@@ -110,10 +144,13 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
                           desc="tap-per"):
             batch = distributed.shard(order[start:start + tcfg.batch_size], ctx)   # this rank's slice
             qs = [q for q, _ in batch]
-            feats = record_features(backbone, qs, tcfg.max_records)
+            feats = record_features(backbone, qs, tcfg.max_records, cfg.record_pooling)
             rows = torch.tensor([index[q.user_key] for q in qs])
             p = prefix(rows, *feats)
             loss = prefix_loss(bridged, p, [q.input for q in qs], [g for _, g in batch])
+            if tcfg.attention_supervision > 0 and cfg.use_record_prefix:
+                loss = loss + tcfg.attention_supervision * attention_loss(prefix, spec, batch, feats,
+                                                                          tcfg.max_records)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             distributed.reduce_gradients(shared + [prefix.user_prefix.weight], ctx)
