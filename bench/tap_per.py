@@ -29,20 +29,20 @@ ABLATIONS = {"none": {}, "pu-only": {"use_record_prefix": False}, "pq-only": {"u
              "no-temporal": {"temporal": False, "order": False}, "no-standardise": {"standardise": False}}
 
 
-def attention_on_relevant(bridged, prefix, questions, relevance: dict, max_records: int):
+def attention_on_relevant(bridged, prefix, spec, questions, relevance: dict, max_records: int):
     """Per question with relevant records among its last `max_records`: the attention mass
     the record prefix puts on them, and the mass uniform weights would put."""
     import torch
 
-    from components.methods.tap_per.train import record_features
+    from components.methods.tap_per.train import features
 
     with torch.no_grad():
-        feats = record_features(bridged, questions, max_records, prefix.cfg.record_pooling)
+        feats = features(bridged, spec, questions, max_records, prefix.cfg)
         alpha = prefix.attention(*feats)
     relevant = relevant_mask(questions, relevance, max_records)
     has = relevant.any(1)
     mass = (alpha * relevant)[has].sum(1)
-    uniform = relevant[has].sum(1) / feats[-1][has].sum(1)
+    uniform = relevant[has].sum(1) / feats[4][has].sum(1)
     return mass.tolist(), uniform.tolist()
 
 
@@ -83,6 +83,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3, help="learning rate")
     ap.add_argument("--record-pooling", choices=["tokens", "fields"], default=None,
                     help="z_h of a record: mean over its tokens or over its fields (default: params.yaml)")
+    ap.add_argument("--record-keys", choices=["record", "text"], default=None,
+                    help="what the relevance compares with the query: the record, or its text without the past "
+                         "output (default: params.yaml)")
     ap.add_argument("--attention-supervision", type=float, default=None,
                     help="weight of the weak attention label loss (default: params.yaml)")
     ap.add_argument("--with-oppu", action="store_true",
@@ -112,6 +115,8 @@ def main() -> None:
     settings = load_profile(None, ROOT / "params.yaml").tap_per
     if args.record_pooling:
         settings = settings.model_copy(update={"record_pooling": args.record_pooling})
+    if args.record_keys:
+        settings = settings.model_copy(update={"record_keys": args.record_keys})
     if args.attention_supervision is not None:
         settings = settings.model_copy(update={"attention_supervision": args.attention_supervision})
     base_cfg, tcfg = settings.configs()                 # everything but the budget from params.yaml
@@ -148,7 +153,7 @@ def main() -> None:
             rows.setdefault(name, []).append(evaluate(TapPerMethod(bridged, prefix, index), None, spec, questions,
                                                       golds, progress=False))
             if relevance and cfg.use_record_prefix:
-                mass, uniform = attention_on_relevant(bridged, prefix, questions, relevance, tcfg.max_records)
+                mass, uniform = attention_on_relevant(bridged, prefix, spec, questions, relevance, tcfg.max_records)
                 attention.setdefault(name, []).extend(mass)
                 chance.extend(uniform)
                 rows.setdefault(f"  {name}, oracle attention", []).append(

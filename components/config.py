@@ -118,6 +118,8 @@ class TapPerSettings(_Strict):
     bridge_roles: str = "qkv"
     record_pooling: str = Field("tokens", pattern="^(tokens|fields)$",
                                 description="z_h: mean over the record's tokens (reference) or over its fields")
+    record_keys: str = Field("record", pattern="^(record|text)$",
+                             description="relevance reads the whole record (reference) or its text without the output")
     standardise: bool = Field(True, description="centre and scale z_q, z_h with training statistics")
     attention_supervision: float = Field(0.0, ge=0, description="weight of the weak attention label loss")
     max_records: int = Field(16, ge=1)
@@ -134,7 +136,7 @@ class TapPerSettings(_Strict):
         d = self.model_dump()
         model = TapPerConfig(**{k: d[k] for k in ("prefix_length", "temporal", "order", "use_user_prefix",
                                                   "use_record_prefix", "bridge_rank", "bridge_roles",
-                                                  "record_pooling", "standardise")})
+                                                  "record_pooling", "record_keys", "standardise")})
         train = TapPerTrainConfig(max_records=self.max_records, epochs=self.epochs, lr=self.lr,
                                   batch_size=self.batch_size, attention_supervision=self.attention_supervision)
         return model, train

@@ -195,3 +195,46 @@ def test_attention_supervision_is_minus_log_of_the_mass_on_records_with_the_gold
     assert torch.allclose(loss, expected, atol=1e-6)
     loss.backward()
     assert prefix.relevance[0].weight.grad.abs().sum() > 0 and prefix.project.weight.grad is None
+
+
+def test_text_keys_leave_the_past_output_out_of_the_relevance(tiny, synth_root):
+    from components.methods.tap_per.train import features, mean_input_embedding
+
+    spec, ex = _examples(synth_root, n=4)
+    qs = [q for q, _ in ex[1:3]]
+    z_q, z_h, days, order, mask, z_k = features(tiny, spec, qs, 16, TapPerConfig(record_keys="text"))
+    item = qs[0].profile[-16:][0]
+    assert torch.allclose(z_k[0, 0], mean_input_embedding(tiny, [item.fields["description"]])[0])
+    assert len(features(tiny, spec, qs, 16, TapPerConfig())) == 5        # the reference: the record itself
+    prefix = TapPerPrefix(tiny.hidden_size, 1, TapPerConfig(prefix_length=2, record_keys="text"))
+    prefix.fit_standardisation(z_q, z_h, mask, z_k)
+    assert torch.allclose(prefix.k_mean, z_k[mask].mean(0), atol=1e-6)
+    # the relevance reads the keys: the same values with other keys give other weights
+    assert not torch.allclose(prefix.attention(z_q, z_h, days, order, mask, z_k),
+                              prefix.attention(z_q, z_h, days, order, mask))
+    rows = torch.zeros(len(qs), dtype=torch.long)
+    assert prefix(rows, z_q, z_h, days, order, mask, z_k).shape == (len(qs), 2, tiny.hidden_size)
+
+
+def test_bad_dates_and_empty_histories_fall_back_cleanly(tiny, caplog):
+    import logging
+
+    from components.lamp.records import ProfileItem, Question
+    from components.methods.tap_per import train as tap_train
+
+    tap_train._WARNED.clear()
+    items = [ProfileItem("a", {"description": "guku film", "tag": "comedy"}),                 # no date
+             ProfileItem("b", {"description": "nimasa film", "tag": "classic"}, date="2030-01-01"),  # future
+             ProfileItem("c", {"description": "guku story", "tag": "comedy"}, date="2020-01-01")]
+    asked = Question(id="q", input="description: guku", profile=items, user_id="u1", date="2021-01-01")
+    empty = Question(id="e", input="description: guku", profile=[], user_id="u2", date="2021-01-01")
+    with caplog.at_level(logging.WARNING, logger="components.methods.tap_per.train"):
+        z_q, z_h, days, order, mask = tap_train.record_features(tiny, [asked, empty], max_records=4)
+    assert days[0, :3].tolist() == [0.0, 0.0, 366.0] and order[0, :3].tolist() == [3.0, 2.0, 1.0]
+    assert "1 records (or their questions) without a date" in caplog.text
+    assert "1 records dated after their question" in caplog.text
+    assert not mask[1].any()
+    prefix = TapPerPrefix(tiny.hidden_size, 2, TapPerConfig(prefix_length=2))
+    p = prefix(torch.tensor([0, 1]), z_q, z_h, days, order, mask)
+    assert torch.isfinite(p).all()                       # no history: P_q is the projection's bias, no NaN
+    assert torch.allclose(p[1], prefix.user_prefix.weight[1].view(2, -1) + prefix.project.bias.view(2, -1))

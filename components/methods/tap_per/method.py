@@ -20,12 +20,12 @@ from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
 from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
-from components.methods.tap_per.train import record_features
+from components.methods.tap_per.train import features
 from components.storage.files import write_json_atomic
 
 
 # models saved before standardisation existed have none: identity statistics, as they were trained
-STANDARDISATION_BUFFERS = {"q_mean", "q_scale", "h_mean", "h_scale"}
+STANDARDISATION_BUFFERS = {"q_mean", "q_scale", "h_mean", "h_scale", "k_mean", "k_scale"}
 
 
 class UnknownUserError(KeyError):
@@ -53,7 +53,7 @@ class TapPerMethod(Method):
     @torch.no_grad()
     def predict(self, backbone: Backbone, spec: TaskSpec, questions: Sequence[Question]) -> list[Prediction]:
         self.prefix.eval()
-        feats = record_features(self.bridged, questions, self.max_records, self.prefix.cfg.record_pooling)
+        feats = features(self.bridged, spec, questions, self.max_records, self.prefix.cfg)
         prefix = self.prefix(self.rows_for(questions), *feats)
         prompts = [q.input for q in questions]
         outputs = self.bridged.generate(prompts, spec.max_new_tokens, prefix=prefix)
@@ -153,7 +153,7 @@ def fit_user(method: TapPerMethod, spec: TaskSpec, user_id: str, examples: Seque
             for i in range(0, len(examples), batch_size):
                 batch = examples[i:i + batch_size]
                 qs = [q for q, _ in batch]
-                feats = record_features(method.bridged, qs, method.max_records, method.prefix.cfg.record_pooling)
+                feats = features(method.bridged, spec, qs, method.max_records, method.prefix.cfg)
                 rows = torch.full((len(qs),), row, dtype=torch.long)
                 loss = prefix_loss(method.bridged, method.prefix(rows, *feats), [q.input for q in qs],
                                    [g for _, g in batch])

@@ -30,6 +30,8 @@ class TapPerConfig:
     bridge_roles: str = "qkv"       # the projections the published 2.36 M bridge covers
     record_pooling: str = "tokens"  # z_h: "tokens" = mean over the record's tokens (reference);
                                     # "fields" = mean over its fields of each field's token mean
+    record_keys: str = "record"     # what the relevance MLP compares with the query: "record" = z_h
+                                    # (reference); "text" = z_k, the record without its past output
     standardise: bool = True        # centre and scale z_q and z_h with statistics of the training
                                     # data (stored with the model) before relevance and projection
 
@@ -46,13 +48,14 @@ class TapPerPrefix(nn.Module):
         self.lambda_o = nn.Parameter(torch.randn(()) * 0.02)
         self.project = nn.Linear(d, d * L)
         # identity until `fit_standardisation`; saved with the model (state_dict buffers)
-        for name in ("q_mean", "h_mean"):
+        for name in ("q_mean", "h_mean", "k_mean"):
             self.register_buffer(name, torch.zeros(d))
-        for name in ("q_scale", "h_scale"):
+        for name in ("q_scale", "h_scale", "k_scale"):
             self.register_buffer(name, torch.ones(d))
 
     @torch.no_grad()
-    def fit_standardisation(self, z_q: torch.Tensor, z_h: torch.Tensor, mask: torch.Tensor) -> None:
+    def fit_standardisation(self, z_q: torch.Tensor, z_h: torch.Tensor, mask: torch.Tensor,
+                            z_k: torch.Tensor | None = None) -> None:
         """Per-dimension mean and std of the queries' and the valid records' z. Mean-pooled
         embeddings of one domain share a large common component and differ in a small one
         (the theme words of a text); without this the relevance MLP barely learns (measured in
@@ -66,6 +69,9 @@ class TapPerPrefix(nn.Module):
         if len(records) > 1:
             self.h_mean.copy_(records.mean(0))
             self.h_scale.copy_(records.std(0).clamp(min=1e-6))
+        if z_k is not None and len(records) > 1:
+            self.k_mean.copy_(z_k[mask].mean(0))
+            self.k_scale.copy_(z_k[mask].std(0).clamp(min=1e-6))
 
     def per_user_parameters(self) -> int:
         return self.user_prefix.embedding_dim
@@ -74,12 +80,13 @@ class TapPerPrefix(nn.Module):
         return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("user_prefix"))
 
     def attention(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
-                  mask: torch.Tensor) -> torch.Tensor:
+                  mask: torch.Tensor, z_k: torch.Tensor | None = None) -> torch.Tensor:
         """alpha [B,K]: softmax over the valid records of relevance minus the penalties
-        (all zeros for a user with no valid record)."""
-        z_q, z_h = (z_q - self.q_mean) / self.q_scale, self._standard_h(z_h)
-        q = z_q.unsqueeze(1).expand_as(z_h)
-        s = self.relevance(torch.cat([q, z_h, q - z_h, q * z_h], -1)).squeeze(-1)
+        (all zeros for a user with no valid record). The relevance reads z_k when given."""
+        z_q = (z_q - self.q_mean) / self.q_scale
+        keys = self._standard_h(z_h) if z_k is None else (z_k - self.k_mean) / self.k_scale
+        q = z_q.unsqueeze(1).expand_as(keys)
+        s = self.relevance(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
         if self.cfg.temporal:
             s = s - self.lambda_t * torch.log1p(days.clamp(min=0))
         if self.cfg.order:
@@ -91,15 +98,15 @@ class TapPerPrefix(nn.Module):
         return (z_h - self.h_mean) / self.h_scale
 
     def record_prefix(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
+                      mask: torch.Tensor, z_k: torch.Tensor | None = None) -> torch.Tensor:
         """z_q [B,d], z_h [B,K,d], days/order [B,K] (>= 0), mask [B,K] -> P_q [B,L,d].
 
         A user with no valid record gets a zero P_q (the softmax has nothing to weigh)."""
-        alpha = self.attention(z_q, z_h, days, order, mask)
+        alpha = self.attention(z_q, z_h, days, order, mask, z_k)
         pooled = (alpha.unsqueeze(-1) * self._standard_h(z_h)).sum(1)
         return self.project(pooled).view(-1, self.cfg.prefix_length, self.hidden_size)
 
-    def forward(self, user_rows: torch.Tensor, z_q, z_h, days, order, mask) -> torch.Tensor:
+    def forward(self, user_rows: torch.Tensor, z_q, z_h, days, order, mask, z_k=None) -> torch.Tensor:
         """P for a batch; a row of -1 is a user with no P_u row of their own (serving's guests)."""
         b = user_rows.shape[0]
         prefix = torch.zeros(b, self.cfg.prefix_length, self.hidden_size, device=z_q.device, dtype=z_q.dtype)
@@ -110,5 +117,5 @@ class TapPerPrefix(nn.Module):
                 rows = torch.where(guests.unsqueeze(-1), self.user_prefix.weight.mean(0), rows)
             prefix = prefix + rows.view(b, self.cfg.prefix_length, self.hidden_size)
         if self.cfg.use_record_prefix:
-            prefix = prefix + self.record_prefix(z_q, z_h, days, order, mask)
+            prefix = prefix + self.record_prefix(z_q, z_h, days, order, mask, z_k)
         return prefix

@@ -4,6 +4,7 @@ population's model (P_u, record prefix, penalties, bridge LoRA); data parallel u
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from components.lamp.tasks import TaskSpec
 from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
 from components.methods.weak_labels import attention_label_loss, gold_output_mask
 
+log = logging.getLogger(__name__)
 MAX_TEXT_TOKENS = 128          # queries and records are truncated to 128 tokens (reference code)
 STANDARDISATION_SAMPLE = 1024  # training examples whose z give the standardisation statistics
 
@@ -65,8 +67,18 @@ def mean_input_embedding(backbone: Backbone, texts: Sequence[str]) -> torch.Tens
     return out
 
 
-def record_features(backbone: Backbone, questions: Sequence[Question], max_records: int, pooling: str = "tokens"):
-    """z_q [B,d], z_h [B,K,d], days [B,K], order [B,K], mask [B,K] for a batch of questions.
+def features(backbone: Backbone, spec: TaskSpec, questions: Sequence[Question], max_records: int,
+             cfg: TapPerConfig):
+    """`record_features` as the model `cfg` reads them (pooling, and keys without the output)."""
+    return record_features(backbone, questions, max_records, cfg.record_pooling,
+                           key_exclude=spec.label_field if cfg.record_keys == "text" else None)
+
+
+def record_features(backbone: Backbone, questions: Sequence[Question], max_records: int, pooling: str = "tokens",
+                    key_exclude: str | None = None):
+    """z_q [B,d], z_h [B,K,d], days [B,K], order [B,K], mask [B,K] for a batch of questions,
+    and with `key_exclude` (a field name, the past output) a sixth, z_k [B,K,d]: the mean
+    token embedding of each record without that field, which the relevance then reads.
 
     The K most recent records are kept; records or queries without dates get days = 0
     (the order penalty still applies)."""
@@ -76,25 +88,47 @@ def record_features(backbone: Backbone, questions: Sequence[Question], max_recor
     days = torch.zeros(b, max_records)
     order = torch.zeros(b, max_records)
     mask = torch.zeros(b, max_records, dtype=torch.bool)
+    z_k = torch.zeros(b, max_records, d) if key_exclude is not None else None
+    undated = future = 0
     for i, q in enumerate(questions):
         recent = q.profile[-max_records:]
         if not recent:
             continue
         z_h[i, : len(recent)] = record_embeddings(backbone, recent, pooling)
+        if z_k is not None:
+            z_k[i, : len(recent)] = mean_input_embedding(
+                backbone, [" ".join(v for k, v in sorted(p.fields.items()) if k != key_exclude) for p in recent])
         qdate = parse_date(q.date) if q.date else None
         for j, item in enumerate(recent):
             if qdate is not None and item.date:
-                days[i, j] = max((qdate - parse_date(item.date)).days, 0)
+                gap = (qdate - parse_date(item.date)).days
+                future += gap < 0
+                days[i, j] = max(gap, 0)
+            else:
+                undated += 1
             order[i, j] = len(recent) - j
         mask[i, : len(recent)] = True
-    return z_q, z_h, days, order, mask
+    _warn_once("undated", undated, "records (or their questions) without a date: the temporal penalty "
+                                   "sees 0 days for them, only the order penalty applies")
+    _warn_once("future", future, "records dated after their question: counted as 0 days old")
+    return (z_q, z_h, days, order, mask) if z_k is None else (z_q, z_h, days, order, mask, z_k)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(kind: str, count: int, what: str) -> None:
+    """One warning per kind and process (features are built every training step)."""
+    if count and kind not in _WARNED:
+        _WARNED.add(kind)
+        log.warning("TAP-PER: %d %s (further cases are not reported)", count, what)
 
 
 def attention_loss(prefix: TapPerPrefix, spec: TaskSpec, batch: Sequence[tuple[Question, str]], feats,
                    max_records: int) -> torch.Tensor:
     """The weak attention label (`components.methods.weak_labels`) on the record prefix."""
     target = gold_output_mask(spec, [q.profile[-max_records:] for q, _ in batch], [g for _, g in batch],
-                              feats[-1].shape[1])
+                              feats[4].shape[1])
     return attention_label_loss(prefix.attention(*feats), target)
 
 
@@ -126,8 +160,8 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
     if prefix is None:
         prefix = TapPerPrefix(backbone.hidden_size, len(users), cfg)
         sample = random.Random(tcfg.seed).sample(list(examples), min(len(examples), STANDARDISATION_SAMPLE))
-        z_q, z_h, _, _, mask = record_features(backbone, [q for q, _ in sample], tcfg.max_records, cfg.record_pooling)
-        prefix.fit_standardisation(z_q, z_h, mask)      # same on every rank: same seed, same sample
+        z_q, z_h, _, _, mask, *z_k = features(backbone, spec, [q for q, _ in sample], tcfg.max_records, cfg)
+        prefix.fit_standardisation(z_q, z_h, mask, *z_k)   # same on every rank: same seed, same sample
     distributed.broadcast_parameters(prefix, ctx)
     shared = [p for p in bridged.model.parameters() if p.requires_grad]
     shared += [p for n, p in prefix.named_parameters() if not n.startswith("user_prefix")]
@@ -144,7 +178,7 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
                           desc="tap-per"):
             batch = distributed.shard(order[start:start + tcfg.batch_size], ctx)   # this rank's slice
             qs = [q for q, _ in batch]
-            feats = record_features(backbone, qs, tcfg.max_records, cfg.record_pooling)
+            feats = features(backbone, spec, qs, tcfg.max_records, cfg)
             rows = torch.tensor([index[q.user_key] for q in qs])
             p = prefix(rows, *feats)
             loss = prefix_loss(bridged, p, [q.input for q in qs], [g for _, g in batch])
