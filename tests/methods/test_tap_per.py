@@ -21,6 +21,18 @@ def _examples(synth_root, n=12, n_questions=6):
     return spec, list(history_examples(spec, qs))[:n]
 
 
+def _trained_from_saved(tiny, spec, ex, tmp_path):
+    """A population model trained on a backbone saved to and loaded from tmp_path/base."""
+    from components.backbone.model import load_backbone, save_backbone
+
+    save_backbone(tiny, tmp_path / "base")
+    users = sorted({q.user_key for q, _ in ex})
+    bridged, prefix, index, _ = train_population(
+        load_backbone(tmp_path / "base"), spec, ex, users, TapPerConfig(prefix_length=2),
+        TapPerTrainConfig(batch_size=4, lr=1e-2))
+    return bridged, prefix, index
+
+
 def test_record_features_shapes_and_dates(tiny, synth_root):
     spec, ex = _examples(synth_root)
     z_q, z_h, days, order, mask = record_features(tiny, [q for q, _ in ex[:3]], max_records=4)
@@ -74,15 +86,11 @@ def test_gradients_reach_exactly_the_trainable_parts(tiny, synth_root):
 
 
 def test_save_reload_gives_identical_outputs(tiny, synth_root, tmp_path):
-    from components.backbone.model import load_backbone, save_backbone
+    from components.backbone.model import load_backbone
     from components.methods.tap_per.method import TapPerMethod, UnknownUserError
 
     spec, ex = _examples(synth_root, n=8)
-    save_backbone(tiny, tmp_path / "base")
-    users = sorted({q.user_key for q, _ in ex})
-    bridged, prefix, index, _ = train_population(
-        load_backbone(tmp_path / "base"), spec, ex, users, TapPerConfig(prefix_length=2),
-        TapPerTrainConfig(batch_size=4, lr=1e-2))
+    bridged, prefix, index = _trained_from_saved(tiny, spec, ex, tmp_path)
     method = TapPerMethod(bridged, prefix, index)
     qs = [q for q, _ in ex[:4]]
     before = method.predict(None, spec, qs)
@@ -128,15 +136,11 @@ def test_online_update_touches_only_that_user(tiny, synth_root, tmp_path):
 def test_standardisation_is_fitted_on_the_training_data_and_saved(tiny, synth_root, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from components.backbone.model import load_backbone, save_backbone
+    from components.backbone.model import load_backbone
     from components.methods.tap_per.method import TapPerMethod
 
     spec, ex = _examples(synth_root, n=8)
-    save_backbone(tiny, tmp_path / "base")
-    users = sorted({q.user_key for q, _ in ex})
-    bridged, prefix, index, _ = train_population(
-        load_backbone(tmp_path / "base"), spec, ex, users, TapPerConfig(prefix_length=2),
-        TapPerTrainConfig(batch_size=4, lr=1e-2))
+    bridged, prefix, index = _trained_from_saved(tiny, spec, ex, tmp_path)
     z_q, z_h, _, _, mask = record_features(bridged, [q for q, _ in ex], 16)
     assert torch.allclose(prefix.q_mean, z_q.mean(0), atol=1e-5)             # every example sampled (8 < 1024)
     assert torch.allclose(prefix.h_mean, z_h[mask].mean(0), atol=1e-5)
