@@ -19,13 +19,9 @@ from components.backbone.model import Backbone
 from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
-from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
+from components.methods.tap_per.model import STANDARDISATION_BUFFERS, TapPerConfig, TapPerPrefix
 from components.methods.tap_per.train import features
 from components.storage.files import write_json_atomic
-
-
-# models saved before standardisation existed have none: identity statistics, as they were trained
-STANDARDISATION_BUFFERS = {"q_mean", "q_scale", "h_mean", "h_scale", "k_mean", "k_scale"}
 
 
 class UnknownUserError(KeyError):
@@ -83,6 +79,7 @@ class TapPerMethod(Method):
         meta = json.loads((d / "users.json").read_text())
         cfg = TapPerConfig(**meta["config"])
         prefix = TapPerPrefix(meta["hidden_size"], len(meta["users"]), cfg)
+        # models saved before standardisation existed have no statistics: identity, as they were trained
         missing, unexpected = prefix.load_state_dict(load_file(str(d / "prefix.safetensors")), strict=False)
         if unexpected or set(missing) - STANDARDISATION_BUFFERS:
             raise ValueError(f"{d / 'prefix.safetensors'} does not match its users.json config: missing "

@@ -36,6 +36,11 @@ class TapPerConfig:
                                     # data (stored with the model) before relevance and projection
 
 
+# the standardisation buffers: <z>_mean and <z>_scale for queries, records (values) and keys
+STANDARDISED = ("q", "h", "k")
+STANDARDISATION_BUFFERS = frozenset(f"{z}_{stat}" for z in STANDARDISED for stat in ("mean", "scale"))
+
+
 class TapPerPrefix(nn.Module):
     def __init__(self, hidden_size: int, num_users: int, cfg: TapPerConfig = TapPerConfig()):
         super().__init__()
@@ -48,10 +53,9 @@ class TapPerPrefix(nn.Module):
         self.lambda_o = nn.Parameter(torch.randn(()) * 0.02)
         self.project = nn.Linear(d, d * L)
         # identity until `fit_standardisation`; saved with the model (state_dict buffers)
-        for name in ("q_mean", "h_mean", "k_mean"):
-            self.register_buffer(name, torch.zeros(d))
-        for name in ("q_scale", "h_scale", "k_scale"):
-            self.register_buffer(name, torch.ones(d))
+        for z in STANDARDISED:
+            self.register_buffer(f"{z}_mean", torch.zeros(d))
+            self.register_buffer(f"{z}_scale", torch.ones(d))
 
     @torch.no_grad()
     def fit_standardisation(self, z_q: torch.Tensor, z_h: torch.Tensor, mask: torch.Tensor,
@@ -62,16 +66,14 @@ class TapPerPrefix(nn.Module):
         docs/tap-per.md)."""
         if not self.cfg.standardise:
             return
-        records = z_h[mask]
-        if len(z_q) > 1:
-            self.q_mean.copy_(z_q.mean(0))
-            self.q_scale.copy_(z_q.std(0).clamp(min=1e-6))
-        if len(records) > 1:
-            self.h_mean.copy_(records.mean(0))
-            self.h_scale.copy_(records.std(0).clamp(min=1e-6))
-        if z_k is not None and len(records) > 1:
-            self.k_mean.copy_(z_k[mask].mean(0))
-            self.k_scale.copy_(z_k[mask].std(0).clamp(min=1e-6))
+        samples = {"q": z_q, "h": z_h[mask], "k": z_k[mask] if z_k is not None else None}
+        for z, x in samples.items():
+            if x is not None and len(x) > 1:
+                getattr(self, f"{z}_mean").copy_(x.mean(0))
+                getattr(self, f"{z}_scale").copy_(x.std(0).clamp(min=1e-6))
+
+    def _standard(self, z: str, x: torch.Tensor) -> torch.Tensor:
+        return (x - getattr(self, f"{z}_mean")) / getattr(self, f"{z}_scale")
 
     def per_user_parameters(self) -> int:
         return self.user_prefix.embedding_dim
@@ -83,8 +85,8 @@ class TapPerPrefix(nn.Module):
                   mask: torch.Tensor, z_k: torch.Tensor | None = None) -> torch.Tensor:
         """alpha [B,K]: softmax over the valid records of relevance minus the penalties
         (all zeros for a user with no valid record). The relevance reads z_k when given."""
-        z_q = (z_q - self.q_mean) / self.q_scale
-        keys = self._standard_h(z_h) if z_k is None else (z_k - self.k_mean) / self.k_scale
+        z_q = self._standard("q", z_q)
+        keys = self._standard("h", z_h) if z_k is None else self._standard("k", z_k)
         q = z_q.unsqueeze(1).expand_as(keys)
         s = self.relevance(torch.cat([q, keys, q - keys, q * keys], -1)).squeeze(-1)
         if self.cfg.temporal:
@@ -94,16 +96,13 @@ class TapPerPrefix(nn.Module):
         s = s.masked_fill(~mask, float("-inf"))
         return torch.softmax(s, -1).nan_to_num(0.0) * mask
 
-    def _standard_h(self, z_h: torch.Tensor) -> torch.Tensor:
-        return (z_h - self.h_mean) / self.h_scale
-
     def record_prefix(self, z_q: torch.Tensor, z_h: torch.Tensor, days: torch.Tensor, order: torch.Tensor,
                       mask: torch.Tensor, z_k: torch.Tensor | None = None) -> torch.Tensor:
         """z_q [B,d], z_h [B,K,d], days/order [B,K] (>= 0), mask [B,K] -> P_q [B,L,d].
 
-        A user with no valid record gets a zero P_q (the softmax has nothing to weigh)."""
+        A user with no valid record gets the projection's bias as P_q (all weights are 0)."""
         alpha = self.attention(z_q, z_h, days, order, mask, z_k)
-        pooled = (alpha.unsqueeze(-1) * self._standard_h(z_h)).sum(1)
+        pooled = (alpha.unsqueeze(-1) * self._standard("h", z_h)).sum(1)
         return self.project(pooled).view(-1, self.cfg.prefix_length, self.hidden_size)
 
     def forward(self, user_rows: torch.Tensor, z_q, z_h, days, order, mask, z_k=None) -> torch.Tensor:
