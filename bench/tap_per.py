@@ -30,8 +30,9 @@ ABLATIONS = {"none": {}, "pu-only": {"use_record_prefix": False}, "pq-only": {"u
 
 
 def attention_on_relevant(bridged, prefix, spec, questions, relevance: dict, max_records: int):
-    """Per question with relevant records among its last `max_records`: the attention mass
-    the record prefix puts on them, and the mass uniform weights would put."""
+    """{question id: (attention mass the record prefix puts on the relevant records, the mass
+    uniform weights would put)} for the questions with relevant records among their last
+    `max_records`."""
     import torch
 
     from components.methods.tap_per.train import features
@@ -40,10 +41,9 @@ def attention_on_relevant(bridged, prefix, spec, questions, relevance: dict, max
         feats = features(bridged, spec, questions, max_records, prefix.cfg)
         alpha = prefix.attention(*feats)
     relevant = relevant_mask(questions, relevance, max_records)
-    has = relevant.any(1)
-    mass = (alpha * relevant)[has].sum(1)
-    uniform = relevant[has].sum(1) / feats[4][has].sum(1)
-    return mass.tolist(), uniform.tolist()
+    mass = (alpha * relevant).sum(1)
+    uniform = relevant.sum(1) / feats[4].sum(1).clamp(min=1)
+    return {q.id: (float(m), float(u)) for q, m, u, has in zip(questions, mass, uniform, relevant.any(1)) if has}
 
 
 def relevant_mask(questions, relevance: dict, max_records: int):
@@ -88,6 +88,8 @@ def main() -> None:
                          "output (default: params.yaml)")
     ap.add_argument("--attention-supervision", type=float, default=None,
                     help="weight of the weak attention label loss (default: params.yaml)")
+    ap.add_argument("--max-records", type=int, default=None,
+                    help="history records the record prefix reads, the most recent (default: params.yaml)")
     ap.add_argument("--with-oppu", action="store_true",
                     help="also train one OPPU adapter per user (r=8 on q,v, own data only) and evaluate it")
     ap.add_argument("--ablation", nargs="+", choices=list(ABLATIONS), default=["none"],
@@ -120,7 +122,7 @@ def main() -> None:
     if args.attention_supervision is not None:
         settings = settings.model_copy(update={"attention_supervision": args.attention_supervision})
     base_cfg, tcfg = settings.configs()                 # everything but the budget from params.yaml
-    tcfg = replace(tcfg, epochs=args.epochs, lr=args.lr)
+    tcfg = replace(tcfg, epochs=args.epochs, lr=args.lr, max_records=args.max_records or tcfg.max_records)
     print(f"TAP-PER {base_cfg}, {tcfg}", flush=True)
     mlflow_tracking.configure(ROOT)
     base, uri = resolve_backbone(spec.name, None, ROOT)
@@ -135,7 +137,7 @@ def main() -> None:
     relevance_file = ROOT / "data" / "raw" / spec.name / "relevance.json"
     # synthetic data: each question's relevant items (same theme, current habit) and whether its habit drifted
     relevance = json.loads(relevance_file.read_text()) if relevance_file.exists() else {}
-    rows, attention, chance = {}, {}, []
+    rows, attention = {}, {}
     for pop in sorted(set(pops.values())):
         users = sorted(u for u, p in pops.items() if p == pop)
         members = set(users)
@@ -150,16 +152,16 @@ def main() -> None:
                                                               progress=True)
             seconds = time.perf_counter() - start
             name = "tap-per" + ("" if ablation == "none" else f"-{ablation}")
-            rows.setdefault(name, []).append(evaluate(TapPerMethod(bridged, prefix, index), None, spec, questions,
-                                                      golds, progress=False))
+            method = TapPerMethod(bridged, prefix, index, tcfg.max_records)
+            rows.setdefault(name, []).append(evaluate(method, None, spec, questions, golds, progress=False))
             if relevance and cfg.use_record_prefix:
-                mass, uniform = attention_on_relevant(bridged, prefix, spec, questions, relevance, tcfg.max_records)
-                attention.setdefault(name, []).extend(mass)
-                chance.extend(uniform)
+                attention.setdefault(name, {}).update(
+                    attention_on_relevant(bridged, prefix, spec, questions, relevance, tcfg.max_records))
                 rows.setdefault(f"  {name}, oracle attention", []).append(
-                    with_oracle_attention(TapPerMethod(bridged, prefix, index), spec, questions, golds, relevance))
+                    with_oracle_attention(method, spec, questions, golds, relevance))
             print(f"{pop} {name}: {len(users)} users, {len(examples)} training items, {seconds:.0f}s, "
-                  f"final loss {sum(losses[-20:]) / max(1, len(losses[-20:])):.3f}", flush=True)
+                  f"final loss {sum(losses[-20:]) / max(1, len(losses[-20:])):.3f}, "
+                  f"lambda_t {prefix.lambda_t.item():.3f}, lambda_o {prefix.lambda_o.item():.3f}", flush=True)
         for name in ("non-personalized", "bm25-4"):
             rows.setdefault(name, []).append(evaluate(build_method(name), base, spec, questions, golds,
                                                       progress=False))
@@ -191,15 +193,24 @@ def main() -> None:
         print(line)
         table[name.strip()] = {metric: value, "n": n, **({f"drifted_{metric}": sub, "drifted_n": len(preds)}
                                                          if preds else {})}
-    for name, mass in attention.items():
-        table[name]["attention_on_relevant"] = sum(mass) / len(mass)
-        print(f"  {name}: record attention on the relevant items (relevance.json) {sum(mass) / len(mass):.3f} "
-              f"of the mass; uniform weights would give {sum(chance) / len(chance):.3f}")
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    chance = None
+    for name, by_q in attention.items():
+        everyone, on_drifted = list(by_q.values()), [v for q, v in by_q.items() if q in drifted]
+        chance = mean([u for _, u in everyone])
+        table[name]["attention_on_relevant"] = mean([m for m, _ in everyone])
+        table[name]["drifted_attention_on_relevant"] = mean([m for m, _ in on_drifted])
+        print(f"  {name}: record attention on the relevant items (relevance.json) "
+              f"{table[name]['attention_on_relevant']:.3f} of the mass (uniform weights: {chance:.3f}); "
+              f"on drifted questions {table[name]['drifted_attention_on_relevant']:.3f} "
+              f"(uniform: {mean([u for _, u in on_drifted]):.3f})")
     out = ROOT / "reports" / "bench" / f"tap_per-{spec.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"task": spec.name, "split": "time/test", "settings": {"model": asdict(base_cfg),
                                "train": asdict(tcfg)}, "ablations": args.ablation,
-                               "attention_uniform": sum(chance) / len(chance) if chance else None,
+                               "attention_uniform": chance,
                                "results": table}, indent=2))
     print(f"\nwritten {out}")
 
