@@ -68,6 +68,9 @@ def main() -> None:
                     help="0: frozen backbone as in the paper; r>0: a shared LoRA bridge (default: params.yaml)")
     ap.add_argument("--attention-supervision", type=float, default=None,
                     help="weight of the weak attention label loss, 0 = off (default: params.yaml)")
+    ap.add_argument("--history-keys", choices=["record", "text"], default=None,
+                    help="what the input is compared with: each item as encoded (with its past output, the "
+                         "paper) or its text alone (default: params.yaml)")
     ap.add_argument("--populations", nargs="+", help="only these populations (default: all)")
     ap.add_argument("--new-users", action="store_true", help="user-based split: seen against never-seen users")
     ap.add_argument("--baselines", nargs="+", default=["non-personalized", "bm25-1", "bm25-4", "dense-1", "dense-4"],
@@ -88,7 +91,7 @@ def main() -> None:
     from components.lamp.splits import split_files
     from components.lamp.tasks import get_task
     from components.methods import build_method
-    from components.methods.pplug.method import history_text, recent, train_pplug
+    from components.methods.pplug.method import encoded_texts, recent, train_pplug
     from components.retrieval.cache import VectorCache
     from components.retrieval.encoder import SentenceEncoder
     from components.tracking import mlflow_tracking
@@ -98,7 +101,8 @@ def main() -> None:
     settings = load_profile(None, ROOT / "params.yaml").pplug
     cfg, tcfg = settings.configs(ablation=args.ablation, epochs=args.epochs, lr=args.lr,
                                  history_deletion=args.history_deletion, bridge_rank=args.bridge_rank,
-                                 attention_supervision=args.attention_supervision)
+                                 attention_supervision=args.attention_supervision,
+                                 history_keys=args.history_keys)
     mlflow_tracking.configure(ROOT)
     base, uri = resolve_backbone(spec.name, None, ROOT)
     pops = json.loads((ROOT / "data" / "prepared" / spec.name / "populations.json").read_text())["populations"]
@@ -128,8 +132,7 @@ def main() -> None:
         cache = VectorCache(cache_root, encoder.fingerprint)
         method, losses, costs = train_pplug(backbone, spec, examples, cfg, tcfg, encoder, cache, progress=True)
         # a second run with unchanged data: a fresh cache object reads the shards back from disk
-        texts = [history_text(spec, p, cfg.history_with_output) for q, _ in examples
-                 for p in recent(q.profile, cfg.max_history)]
+        texts = encoded_texts(spec, [p for q, _ in examples for p in recent(q.profile, cfg.max_history)], cfg)
         again = VectorCache(cache_root, encoder.fingerprint)
         t0 = time.perf_counter()
         again.encode(texts, encoder)
@@ -168,7 +171,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = (f"pplug-{spec.name}-{'new-users' if args.new_users else 'time'}-{args.ablation}"
-            f"-bridge{cfg.bridge_rank}{f'-sup{tcfg.attention_supervision:g}' if tcfg.attention_supervision else ''}.json")
+            f"-bridge{cfg.bridge_rank}{f'-sup{tcfg.attention_supervision:g}' if tcfg.attention_supervision else ''}"
+            f"{'-textkeys' if cfg.history_keys == 'text' else ''}.json")
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out / name}")
 

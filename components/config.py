@@ -151,6 +151,9 @@ class PPlugSettings(_Strict):
     use_instruction: bool = True
     retrieve_top1: bool = False
     history_with_output: bool = True
+    history_keys: str = Field("record", pattern="^(record|text)$",
+                              description="what the input is compared with: the item as encoded (paper) "
+                                          "or its text without the past output")
     query_instruction: str = "Represent this sentence for searching relevant passages: "
     attention_scale: float = Field(1.0, gt=0, description="multiplies x.h before the softmax (paper: 1)")
     learn_attention_scale: bool = False
@@ -176,7 +179,8 @@ class PPlugSettings(_Strict):
         d = {**self.model_dump(), **self.ABLATIONS[ablation],
              **{k: v for k, v in overrides.items() if v is not None}}
         model = PPlugConfig(**{k: d[k] for k in ("max_history", "use_attention", "use_instruction",
-                                                 "retrieve_top1", "history_with_output", "query_instruction",
+                                                 "retrieve_top1", "history_with_output", "history_keys",
+                                                 "query_instruction",
                                                  "attention_scale", "learn_attention_scale", "projection",
                                                  "bridge_rank")})
         train = PPlugTrainConfig(**{k: d[k] for k in ("epochs", "lr", "encoder_lr", "batch_size",

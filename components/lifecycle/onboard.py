@@ -161,15 +161,15 @@ def onboard_tap_per(spec, by_user: dict, populations: dict, repo: Path, epochs: 
 
 def onboard_pplug(spec, by_user: dict, profile) -> dict:
     """No training: encode the new users' history items into the vector cache now."""
-    from components.methods.pplug.method import history_text, recent
+    from components.methods.pplug.method import encoded_texts, recent
     from components.retrieval.cache import VectorCache, default_cache_root
 
     t0 = time.perf_counter()
     encoder = profile.pplug.history_encoder()            # the encoder PPlug's populations train with
     cache = VectorCache(default_cache_root(), encoder.fingerprint)
     cfg = profile.pplug
-    texts = [history_text(spec, p, cfg.history_with_output) for qs in by_user.values()
-             for p in recent(_latest(qs).profile, cfg.max_history)]
+    texts = encoded_texts(spec, [p for qs in by_user.values() for p in recent(_latest(qs).profile, cfg.max_history)],
+                          cfg)
     cache.encode(texts, encoder)
     seconds = time.perf_counter() - t0
     return {"items_encoded": cache.misses, "seconds_per_user": seconds / len(by_user)}

@@ -50,7 +50,7 @@ def test_weights_sum_to_one_over_real_items_and_zero_on_padding(tiny, tiny_encod
     qs = [ex[0][0], ex[5][0], empty]
     method.encode_histories(spec, qs)
     tokens, w = method.soft_tokens(spec, qs)
-    _, _, mask = method.features(spec, qs)
+    _, _, mask, _ = method.features(spec, qs)
     real = w.masked_fill(~mask, 0).sum(-1)
     assert torch.allclose(real[:2], torch.ones(2), atol=1e-6)
     assert (w[~mask] == 0).all()
@@ -171,3 +171,24 @@ def test_attention_supervision_adds_the_weak_label_loss_and_keeps_the_llm_frozen
     unsupervised = plain.fit(spec, ex, tcfg)
     assert supervised[0] > unsupervised[0]     # same first batch and weights: the label loss is added
     assert all(torch.equal(p, backbone_before[n]) for n, p in method.backbone.model.named_parameters())
+
+
+def test_text_keys_weigh_the_items_without_their_past_output(tiny, tiny_encoder, synth_root, tmp_path):
+    spec, ex = _examples(synth_root, n=4)
+    method = _method(tiny, tiny_encoder, PPlugConfig(max_history=6, history_keys="text"), root=tmp_path)
+    method.embedder.eval()                                          # no dropout in the input encoder
+    qs = [q for q, _ in ex]
+    method.encode_histories(spec, qs)
+    items = recent(qs[1].profile, 6)
+    keys_text = [history_text(spec, p, False) for p in items]
+    assert all(t in method.cache for t in keys_text)               # encoded (and cached) with the values
+    enc, history, mask, keys = method.features(spec, qs)
+    assert torch.allclose(keys[1, : len(items)], tiny_encoder.encode(keys_text), atol=1e-5)
+    assert torch.allclose(history[1, : len(items)],
+                          tiny_encoder.encode([history_text(spec, p, True) for p in items]), atol=1e-5)
+    _, w = method.soft_tokens(spec, qs)
+    x = method.embedder.encode_inputs(enc)
+    assert torch.allclose(w, method.embedder.weights(x, keys, mask), atol=1e-6)
+    assert not torch.allclose(w, method.embedder.weights(x, history, mask), atol=1e-4)
+    plain = _method(tiny, tiny_encoder)                             # the paper's: no keys
+    assert plain.features(spec, qs)[3] is None

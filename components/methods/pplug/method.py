@@ -58,6 +58,18 @@ def history_text(spec: TaskSpec, item: ProfileItem, with_output: bool) -> str:
     return text
 
 
+def keyed(cfg) -> bool:
+    """Whether the weights read separate keys (the items without their past output)."""
+    return cfg.history_keys == "text" and cfg.use_attention
+
+
+def encoded_texts(spec: TaskSpec, items: Sequence[ProfileItem], cfg) -> list[str]:
+    """Every string PPlug encodes for these items (`cfg`: a PPlugConfig or the params.yaml
+    settings): each item as the history encoder reads it, then its key when the weights read keys."""
+    texts = [history_text(spec, p, cfg.history_with_output) for p in items]
+    return texts + ([history_text(spec, p, False) for p in items] if keyed(cfg) else [])
+
+
 def recent(items: Sequence[ProfileItem], n: int) -> list[ProfileItem]:
     """The n most recent items (by date when every item has one, else the last n in file order)."""
     ordered = sorted(items, key=lambda p: p.date) if items and all(p.date for p in items) else list(items)
@@ -91,25 +103,32 @@ class PPlugMethod(Method):
     def encode_histories(self, spec: TaskSpec, questions: Sequence[Question], progress: bool = False,
                          count: bool = True) -> list[str]:
         """Encode (or find in the cache) every history item of these questions in one go."""
-        texts = [history_text(spec, p, self.cfg.history_with_output) for q in questions
-                 for p in recent(q.profile, self.cfg.max_history)]
-        self.cache.encode(texts, self.history_encoder, progress=progress, count=count)
-        return texts
+        items = [p for q in questions for p in recent(q.profile, self.cfg.max_history)]
+        self.cache.encode(encoded_texts(spec, items, self.cfg), self.history_encoder, progress=progress, count=count)
+        return [history_text(spec, p, self.cfg.history_with_output) for p in items]
+
+    @property
+    def keyed(self) -> bool:
+        return keyed(self.cfg)
 
     def features(self, spec: TaskSpec, questions: Sequence[Question]):
-        """(tokenized inputs, history [B, N, e], mask [B, N]) for a batch."""
+        """(tokenized inputs, history [B, N, e], mask [B, N], keys [B, N, e] or None) for a batch."""
         b = len(questions)
         kept = [recent(q.profile, self.cfg.max_history) for q in questions]
         n = max([len(k) for k in kept] + [1])
         history = torch.zeros(b, n, self.history_encoder.dim)
+        keys = torch.zeros(b, n, self.history_encoder.dim) if self.keyed else None
         mask = torch.zeros(b, n, dtype=torch.bool)
         for i, items in enumerate(kept):
             if items:
                 texts = [history_text(spec, p, self.cfg.history_with_output) for p in items]
                 history[i, : len(items)] = self.cache.encode(texts, self.history_encoder, count=False)
+                if keys is not None:
+                    keys[i, : len(items)] = self.cache.encode([history_text(spec, p, False) for p in items],
+                                                              self.history_encoder, count=False)
                 mask[i, : len(items)] = True
         queries = [self.cfg.query_instruction + spec.query_text(q.input) for q in questions]
-        return self.history_encoder.tokenize(queries), history, mask
+        return self.history_encoder.tokenize(queries), history, mask, keys
 
     def history_counts(self, questions: Sequence[Question]) -> dict[str, int]:
         """How many questions had their history cut to `max_history`, and how many had none."""
@@ -126,8 +145,7 @@ class PPlugMethod(Method):
                              limit, self.backbone.tokenize, self.backbone.detokenize).text for q in questions]
 
     def soft_tokens(self, spec: TaskSpec, questions: Sequence[Question]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc, history, mask = self.features(spec, questions)
-        return self.embedder(enc, history, mask)
+        return self.embedder(*self.features(spec, questions))
 
     # --- the Method interface ---------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
     h_i = Enc_his(item_i)                 frozen encoder, vectors cached on disk by content hash
     x   = Enc_input(instruction + query)  a trainable copy of the same encoder
-    w_i = softmax_i(x . h_i)              padding masked (mean pooling in the ablation)
+    w_i = softmax_i(x . k_i)              padding masked (mean pooling in the ablation); k_i = h_i,
+                                          or with `history_keys: text` the item without its output
     P_u = sum_i w_i Proj(h_i)             Proj: Linear(e->d) GELU Linear(d->d)
     I   = Proj_inst(inst)                 one learnable e-vector through its own MLP
 
@@ -35,6 +36,8 @@ class PPlugConfig:
     use_instruction: bool = True     # ablation "no-instruction": the user token only
     retrieve_top1: bool = False      # ablation "PPlug + retrieval": top-1 BM25 item in the prompt
     history_with_output: bool = True  # encode each item with its past output (tag, score, title)
+    history_keys: str = "record"     # what the input is compared with: "record" = h_i (the paper);
+                                     # "text" = the item encoded without its past output (TAP-PER's keys)
     query_instruction: str = "Represent this sentence for searching relevant passages: "
     projection: str = "mlp"          # "mlp": the paper's Linear-GELU-Linear into the hidden size;
                                      # "vocab": the MLP gives a distribution over the backbone's
@@ -113,10 +116,12 @@ class PPlugEmbedder(nn.Module):
     def scaled(self, v: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(v, dim=-1) * self.token_norm
 
-    def forward(self, enc: dict[str, torch.Tensor], history: torch.Tensor, mask: torch.Tensor):
-        """enc: tokenized inputs; history [B, N, e] frozen item vectors; mask [B, N].
+    def forward(self, enc: dict[str, torch.Tensor], history: torch.Tensor, mask: torch.Tensor,
+                keys: torch.Tensor | None = None):
+        """enc: tokenized inputs; history [B, N, e] frozen item vectors; mask [B, N]; keys
+        [B, N, e] what the weights compare the input with (default: history).
         Returns (soft tokens [B, T, d], weights [B, N])."""
-        w = self.weights(self.encode_inputs(enc), history, mask)
+        w = self.weights(self.encode_inputs(enc), history if keys is None else keys, mask)
         items = (history - self.history_mean) / self.history_std
         user = torch.einsum("bn,bnd->bd", w, self.to_hidden(self.project(items)))
         empty = ~mask.any(-1)
