@@ -114,15 +114,12 @@ def main() -> None:
     from components.tracking.mlflow_tracking import resolve_backbone
 
     spec = get_task(args.task)
-    settings = load_profile(None, ROOT / "params.yaml").tap_per
-    if args.record_pooling:
-        settings = settings.model_copy(update={"record_pooling": args.record_pooling})
-    if args.record_keys:
-        settings = settings.model_copy(update={"record_keys": args.record_keys})
-    if args.attention_supervision is not None:
-        settings = settings.model_copy(update={"attention_supervision": args.attention_supervision})
+    flags = {"record_pooling": args.record_pooling, "record_keys": args.record_keys,
+             "attention_supervision": args.attention_supervision, "max_records": args.max_records}
+    settings = load_profile(None, ROOT / "params.yaml").tap_per    # the flags given override the file
+    settings = settings.model_copy(update={k: v for k, v in flags.items() if v is not None})
     base_cfg, tcfg = settings.configs()                 # everything but the budget from params.yaml
-    tcfg = replace(tcfg, epochs=args.epochs, lr=args.lr, max_records=args.max_records or tcfg.max_records)
+    tcfg = replace(tcfg, epochs=args.epochs, lr=args.lr)
     print(f"TAP-PER {base_cfg}, {tcfg}", flush=True)
     mlflow_tracking.configure(ROOT)
     base, uri = resolve_backbone(spec.name, None, ROOT)
