@@ -104,12 +104,9 @@ class PPlugMethod(Method):
                          count: bool = True) -> list[str]:
         """Encode (or find in the cache) every history item of these questions in one go."""
         items = [p for q in questions for p in recent(q.profile, self.cfg.max_history)]
-        self.cache.encode(encoded_texts(spec, items, self.cfg), self.history_encoder, progress=progress, count=count)
-        return [history_text(spec, p, self.cfg.history_with_output) for p in items]
-
-    @property
-    def keyed(self) -> bool:
-        return keyed(self.cfg)
+        texts = encoded_texts(spec, items, self.cfg)
+        self.cache.encode(texts, self.history_encoder, progress=progress, count=count)
+        return texts[: len(items)]                     # the values (the keys follow them)
 
     def features(self, spec: TaskSpec, questions: Sequence[Question]):
         """(tokenized inputs, history [B, N, e], mask [B, N], keys [B, N, e] or None) for a batch."""
@@ -117,15 +114,14 @@ class PPlugMethod(Method):
         kept = [recent(q.profile, self.cfg.max_history) for q in questions]
         n = max([len(k) for k in kept] + [1])
         history = torch.zeros(b, n, self.history_encoder.dim)
-        keys = torch.zeros(b, n, self.history_encoder.dim) if self.keyed else None
+        keys = torch.zeros(b, n, self.history_encoder.dim) if keyed(self.cfg) else None
         mask = torch.zeros(b, n, dtype=torch.bool)
         for i, items in enumerate(kept):
             if items:
-                texts = [history_text(spec, p, self.cfg.history_with_output) for p in items]
-                history[i, : len(items)] = self.cache.encode(texts, self.history_encoder, count=False)
+                vectors = self.cache.encode(encoded_texts(spec, items, self.cfg), self.history_encoder, count=False)
+                history[i, : len(items)] = vectors[: len(items)]
                 if keys is not None:
-                    keys[i, : len(items)] = self.cache.encode([history_text(spec, p, False) for p in items],
-                                                              self.history_encoder, count=False)
+                    keys[i, : len(items)] = vectors[len(items):]
                 mask[i, : len(items)] = True
         queries = [self.cfg.query_instruction + spec.query_text(q.input) for q in questions]
         return self.history_encoder.tokenize(queries), history, mask, keys
