@@ -7,7 +7,12 @@ checks); the batched path sorts prompts by length so batches carry little paddin
 path is timed `--repeat` times, alternating, and its fastest run is reported (as `timeit`
 does: on a shared machine the slower runs measure the neighbours).
 
-    python bench/generation.py [--prompts 128] [--batch-size 32] [--new-tokens 8 32] [--repeat 3]
+    python bench/generation.py [--prompts 128] [--batch-size 32] [--new-tokens 8 32] [--repeat 3] [--device auto]
+
+On a GPU (`--device cuda`, the evaluation workers' setting) the model runs in the dtype the
+platform picks there (bf16 where supported), as `load_backbone` does; in bf16 left padding
+changes the last bits of the logits, so near-tied greedy choices can differ between the two
+paths (`--dtype float32` shows whether a difference is numerics or a bug).
 """
 
 from __future__ import annotations
@@ -29,14 +34,22 @@ def main() -> None:
                     help="max new tokens per prompt; each value is measured (8: LaMP-1/2/3 answers, "
                          "32: LaMP-4/5/7 generations)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each path; the fastest is reported")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="override backbone.embedded sizes, e.g. hidden_size=2048 layers=16 heads=16 "
+                         "intermediate_size=5632 (a ~1B-parameter Llama shape; weights stay random)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (a GPU when there is one)")
+    ap.add_argument("--dtype", default="auto",
+                    help="auto (as load_backbone: bf16 on a GPU that has it, else float32), float32, bfloat16, ...")
     args = ap.parse_args()
+    if any("=" not in item for item in args.set):
+        ap.error(f"--set takes FIELD=VALUE pairs, got {args.set}")
 
     import tempfile
 
     import torch
 
     from components.backbone.embedded import build_model, build_tokenizer, corpus_of
-    from components.backbone.model import Backbone
+    from components.backbone.model import Backbone, pick_device, pick_dtype
     from components.config import load_profile
     from components.lamp.synthetic import SynthConfig, generate_task
     from components.lamp.io import read_golds, read_questions
@@ -45,19 +58,25 @@ def main() -> None:
     from components.retrieval.rankers import rank_bm25, select_items
 
     spec = get_task("LaMP-2")
-    cfg = load_profile("demo", ROOT / "params.yaml").backbone.embedded.to_config()
+    embedded = load_profile("demo", ROOT / "params.yaml").backbone.embedded
+    overrides = dict(item.split("=", 1) for item in args.set)
+    cfg = embedded.model_validate({**embedded.model_dump(), **overrides}).to_config()
     with tempfile.TemporaryDirectory() as tmp:
         generate_task("LaMP-2", SynthConfig(users=max(60, args.prompts)), tmp)
         qs = read_questions(Path(tmp) / "train_questions.json", spec)[: args.prompts]
         golds = read_golds(Path(tmp) / "train_outputs.json")
     tok = build_tokenizer(corpus_of(spec, qs, golds), cfg.max_length)
-    backbone = Backbone(build_model(len(tok), cfg, tok).eval(), tok)
+    device = pick_device(args.device)
+    model = build_model(len(tok), cfg, tok).eval().to(device=device, dtype=pick_dtype(device, args.dtype))
+    backbone = Backbone(model, tok)
     prompts = [build_prompt(spec, q.input, select_items(q.profile, rank_bm25(spec, q), 4),
                             cfg.max_length - max(args.new_tokens), backbone.tokenize, backbone.detokenize).text
                for q in qs]
     mean_tokens = sum(backbone.count_tokens(p) for p in prompts) / len(prompts)
     print(f"{len(prompts)} prompts, mean {mean_tokens:.0f} prompt tokens, model "
-          f"{sum(p.numel() for p in backbone.model.parameters()):,} params, threads {torch.get_num_threads()}")
+          f"{sum(p.numel() for p in backbone.model.parameters()):,} params, {device} {next(model.parameters()).dtype}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+             f", threads {torch.get_num_threads()}"))
     backbone.generate(prompts[:2], 4)                                  # warm-up
     for new_tokens in args.new_tokens:
         t_single = t_batched = float("inf")
