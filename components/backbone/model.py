@@ -120,11 +120,15 @@ class Backbone:
         right after the tokenizer's BOS when the prompt starts with one (so BOS stays at the
         first position, where the model always saw it), else at the first real token;
         positions stay contiguous. Works for left and right padding and both architectures.
+        Inputs may live on another device than the model (a method's small trainable parts
+        often stay on the CPU): everything is moved to the model's device and dtype, with
+        gradients flowing back through the move.
         """
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         embeds = self.model.get_input_embeddings()(input_ids)
         if prefix is None:
             return embeds, attention_mask
-        prefix = prefix.to(embeds.dtype)
+        prefix = prefix.to(device=embeds.device, dtype=embeds.dtype)
         b, p = prefix.shape[:2]
         out_e = torch.cat([embeds.new_zeros(b, p, embeds.shape[-1]), embeds], 1)
         out_m = torch.cat([attention_mask.new_zeros(b, p), attention_mask], 1)
@@ -194,7 +198,7 @@ def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str]
         embeds, mask = backbone.embed_with_prefix(enc["input_ids"], enc["attention_mask"], prefix)
         labels = tok(list(answers), padding=True, return_tensors="pt")["input_ids"]
         labels[labels == tok.pad_token_id] = -100
-        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels.to(embeds.device)).loss
     seqs, n_prompt = [], []
     for p, a in zip(prompts, answers):
         p_ids = tok(p)["input_ids"]            # with the tokenizer's specials (BOS), as in generate
@@ -209,7 +213,7 @@ def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str]
         attn[i, : len(s)] = 1
         labels[i, L + n_prompt[i]: L + len(s)] = torch.tensor(s[n_prompt[i]:])
     embeds, mask = backbone.embed_with_prefix(ids, attn, prefix)
-    return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    return model(inputs_embeds=embeds, attention_mask=mask, labels=labels.to(embeds.device)).loss
 
 
 def answer_loss(backbone: Backbone, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:

@@ -15,7 +15,7 @@ def test_loads_by_path_with_the_right_class(tiny):
 def test_soft_tokens_equal_token_embeddings(tiny):
     """Prepending the embeddings of real tokens as soft tokens gives the same logits."""
     prefix_text, prompt_text = "comedy action", "description: guku"
-    pre = torch.tensor([tiny.tokenize(prefix_text)])
+    pre = torch.tensor([tiny.tokenize(prefix_text)], device=tiny.device)
     enc = tiny.encode_batch([prompt_text])
     full = tiny.encode_batch([prefix_text + " " + prompt_text])      # <bos> prefix prompt
     assert int(enc["input_ids"][0, 0]) == tiny.tokenizer.bos_token_id   # soft tokens go after it
@@ -23,7 +23,7 @@ def test_soft_tokens_equal_token_embeddings(tiny):
     embeds, mask = tiny.embed_with_prefix(enc["input_ids"], enc["attention_mask"], soft)
     with torch.no_grad():
         if tiny.is_encoder_decoder:
-            dec = torch.tensor([[tiny.model.config.decoder_start_token_id]])
+            dec = torch.tensor([[tiny.model.config.decoder_start_token_id]], device=tiny.device)
             a = tiny.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=dec).logits
             b = tiny.model(**full, decoder_input_ids=dec).logits
         else:

@@ -57,7 +57,7 @@ def test_captured_row_equals_the_eager_attention_of_the_last_position(tiny, synt
     model = tiny.model
     extra = {}
     if tiny.is_encoder_decoder:
-        extra["decoder_input_ids"] = torch.zeros(len(texts), 1, dtype=torch.long)
+        extra["decoder_input_ids"] = torch.zeros(len(texts), 1, dtype=torch.long, device=model.device)
     with torch.no_grad(), capture_attention(model, "1") as modules:
         model(**enc, **extra)
         row = modules[0]._persona_rows[-1]                                    # [B, heads, T]
@@ -207,7 +207,8 @@ def test_captured_rows_over_query_positions_equal_the_eager_mean(tiny, synth_roo
     model = tiny.model
     width = enc["input_ids"].shape[1]
     positions = torch.tensor([[width - 1, width - 3, width - 5], [width - 2, width - 4, -1]])
-    extra = {"decoder_input_ids": torch.zeros(2, 1, dtype=torch.long)} if tiny.is_encoder_decoder else {}
+    dec = torch.zeros(2, 1, dtype=torch.long, device=tiny.device)
+    extra = {"decoder_input_ids": dec} if tiny.is_encoder_decoder else {}
     with torch.no_grad(), capture_attention(model, "0", "input") as modules:
         modules[0]._persona_positions = positions
         model(**enc, **extra)

@@ -64,7 +64,7 @@ def test_injected_vectors_have_the_backbone_token_norm(tiny, tiny_encoder, synth
     method = _method(tiny, tiny_encoder)
     tokens, _ = method.soft_tokens(spec, [q for q, _ in ex[:3]])
     assert tokens.shape == (3, 2, tiny.hidden_size)               # [instruction; user]
-    expected = tiny.model.get_input_embeddings().weight.norm(dim=-1).mean()
+    expected = tiny.model.get_input_embeddings().weight.norm(dim=-1).mean().to(tokens.device)
     assert torch.allclose(tokens.norm(dim=-1), expected.expand(3, 2), rtol=1e-5)
     assert abs(method.embedder.token_norm.item() - token_norm(tiny)) < 1e-6
 

@@ -48,11 +48,13 @@ def test_prefix_is_masked_in_the_loss(tiny):
     torch.manual_seed(0)
     prefix = torch.randn(1, 3, tiny.hidden_size, requires_grad=True)
     loss = prefix_loss(tiny, prefix, ["description: guku"], ["comedy"])
+    dev = tiny.device
     emb = tiny.model.get_input_embeddings()
     bos, prompt = [tiny.tokenizer.bos_token_id], tiny.tokenize("description: guku")
-    answer = torch.tensor(tiny.tokenize("comedy") + [tiny.tokenizer.eos_token_id])
+    answer = torch.tensor(tiny.tokenize("comedy") + [tiny.tokenizer.eos_token_id], device=dev)
     # <bos> | prefix | prompt | answer: the prefix goes after BOS, as in generation
-    embeds = torch.cat([emb(torch.tensor([bos])), prefix, emb(torch.tensor([prompt + answer.tolist()]))], 1)
+    embeds = torch.cat([emb(torch.tensor([bos], device=dev)), prefix.to(dev),
+                        emb(torch.tensor([prompt + answer.tolist()], device=dev))], 1)
     logits = tiny.model(inputs_embeds=embeds).logits[0]
     start = 1 + 3 + len(prompt)                              # first answer position
     manual = torch.nn.functional.cross_entropy(logits[start - 1: start - 1 + len(answer)], answer)
