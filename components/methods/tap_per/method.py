@@ -31,7 +31,7 @@ class UnknownUserError(KeyError):
 class TapPerMethod(Method):
     name = "tap-per"
 
-    def __init__(self, bridged: Backbone, prefix: TapPerPrefix, index: dict[str, int], max_records: int = 16,
+    def __init__(self, bridged: Backbone, prefix: TapPerPrefix, index: dict[str, int], max_records: int = 32,
                  guests: bool = False):
         self.bridged, self.prefix, self.index, self.max_records = bridged, prefix, index, max_records
         self.guests = guests         # serving: a user without a P_u row gets the population mean + P_q

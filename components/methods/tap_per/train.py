@@ -24,7 +24,7 @@ STANDARDISATION_SAMPLE = 1024  # training examples whose z give the standardisat
 
 @dataclass(frozen=True)
 class TapPerTrainConfig:
-    max_records: int = 16
+    max_records: int = 32
     epochs: int = 1
     lr: float = 1e-3
     batch_size: int = 16
