@@ -235,7 +235,7 @@ def _check_tokenizer(tokenizer, source: str) -> None:
 def load_backbone(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "auto",
                   attn_implementation: str | None = None) -> Backbone:
     """Load a causal or seq2seq LM (auto class chosen from its config) and its tokenizer."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig
 
     source = str(name_or_path)
     looks_local = source.startswith((".", "/", "~")) or os.sep in source and Path(source).exists()
