@@ -53,13 +53,14 @@ def main() -> None:
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--budgets", type=int, nargs="+", default=None, help="token budgets B (default: params.yaml)")
     ap.add_argument("--limit", type=int, default=500, help="test questions evaluated (the first N)")
-    ap.add_argument("--marker-steps", type=int, default=800, help="marker fine-tuning steps")
-    ap.add_argument("--supervision", choices=["label", "label+lexical"], default=None,
+    ap.add_argument("--marker-steps", type=int, default=None, help="marker fine-tuning steps (default: params.yaml)")
+    ap.add_argument("--supervision", choices=["label", "label+lexical", "label+bm25"], default=None,
                     help="the marker's weak relevance labels (default: params.yaml)")
-    ap.add_argument("--compressor-steps", type=int, default=400, help="compressor training steps")
+    ap.add_argument("--compressor-steps", type=int, default=1200,
+                    help="compressor training steps (params.yaml's pipeline budget is smaller)")
     ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
-    ap.add_argument("--train-budgets", type=int, nargs="+", default=[4, 8, 16, 32],
-                    help="budgets the compressor is trained for")
+    ap.add_argument("--train-budgets", type=int, nargs="+", default=None,
+                    help="budgets the compressor is trained for (default: params.yaml)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON and the plot go")
     args = ap.parse_args()
 
@@ -80,10 +81,11 @@ def main() -> None:
     from components.tracking.mlflow_tracking import resolve_backbone
 
     spec = get_task(args.task)
+    given = {"marker_steps": args.marker_steps, "train_budgets": args.train_budgets,
+             "marker_supervision": args.supervision}
     settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
-        "marker_steps": args.marker_steps, "compressor_steps": args.compressor_steps,
-        "max_compressor_questions": args.compressor_questions, "train_budgets": args.train_budgets,
-        **({"marker_supervision": args.supervision} if args.supervision else {})})
+        "compressor_steps": args.compressor_steps, "max_compressor_questions": args.compressor_questions,
+        **{k: v for k, v in given.items() if v is not None}})
     marking, marker_cfg, compressor_cfg = settings.configs()
     budgets = args.budgets or settings.budgets
     mlflow_tracking.configure(ROOT)

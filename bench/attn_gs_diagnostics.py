@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3, help="marker-share: learning rate")
     ap.add_argument("--layers", default="0", help="marker-share: marking layers")
     ap.add_argument("--query", default="input", choices=["last", "input"], help="marker-share: marking query")
-    ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical"],
+    ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical", "label+bm25"],
                     help="marker-share: the weak labels")
     args = ap.parse_args()
 

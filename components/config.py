@@ -122,7 +122,7 @@ class TapPerSettings(_Strict):
                              description="relevance reads the whole record (reference) or its text without the output")
     standardise: bool = Field(True, description="centre and scale z_q, z_h with training statistics")
     attention_supervision: float = Field(0.0, ge=0, description="weight of the weak attention label loss")
-    max_records: int = Field(16, ge=1)
+    max_records: int = Field(32, ge=1)
     max_examples: int | None = Field(None, ge=1, description="cap on training items per population")
     epochs: int = Field(4, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -207,9 +207,9 @@ class AttnGSSettings(_Strict):
     attention_weight: float = Field(1.0, ge=0, description="weight of the marker's attention loss")
     hide_outputs: bool = True
     query: Literal["last", "input"] = "last"
-    marker_supervision: Literal["label", "label+lexical"] = "label+lexical"
+    marker_supervision: Literal["label", "label+lexical", "label+bm25"] = "label+bm25"
     marker_answer_weight: float = Field(0.0, ge=0, description="answer loss added to the marker's attention loss")
-    marker_steps: int = Field(800, ge=0)
+    marker_steps: int = Field(3000, ge=0)
     marker_lr: float = Field(3e-3, gt=0)
     compressor_steps: int = Field(400, ge=1)
     compressor_rank: int = Field(16, ge=1)

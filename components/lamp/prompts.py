@@ -165,16 +165,21 @@ MARK_START, MARK_END = "<start_important>", "<end_important>"
 
 # An item reduced to what answers the task (the user's past output), in words the
 # backbone reads in LaMP's own templates; measured on the demo LaMP-2/3 backbones, these
-# carry nearly all of an item's value at a sixth of its tokens (docs/attn-gs.md).
-_COMPACT = {"LaMP-1": '"{title}"', "LaMP-2": '"{tag}"', "LaMP-2N": '"{category}"', "LaMP-3": "{score} is the score",
+# carry nearly all of an item's value at a sixth of its tokens (docs/attn-gs.md). LaMP-3
+# keeps LaMP's whole frame with one word of the review: the demo backbone reads
+# `4 is the score for "nagibi"` (ground-truth item: MAE 0.497) but hardly `4 is the score`
+# (0.733); which word matters little (a word shared with the input: 0.490).
+_COMPACT = {"LaMP-1": '"{title}"', "LaMP-2": '"{tag}"', "LaMP-2N": '"{category}"',
+            "LaMP-3": '{score} is the score for "{first_word}"',
             "LaMP-4": '"{title}"', "LaMP-5": '"{title}"', "LaMP-6": '"{title}"', "LaMP-7": '"{text}"'}
 COMPACT_SEPARATOR = ", and "
 
 
 def compact_item(spec: TaskSpec, item: ProfileItem) -> str:
     template = _COMPACT.get(spec.name, '"{text}"')
+    words = _item_source_text(spec, item).split()
     try:
-        return template.format(**item.fields)
+        return template.format(**item.fields, first_word=words[0] if words else "")
     except KeyError:
         return f'"{_item_source_text(spec, item)}"'
 

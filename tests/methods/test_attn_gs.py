@@ -114,6 +114,54 @@ def test_compact_contexts_stay_within_the_budget(tiny, synth_root):
         build_method("bm25@0")
 
 
+def test_compression_prompt_puts_the_most_attended_marked_item_last(tiny, synth_root):
+    from dataclasses import replace
+
+    from components.lamp.records import ProfileItem
+
+    q = next(q for q in _questions(synth_root, 10)[0] if len(q.profile) >= 4)
+    a, b, c, d = (ProfileItem(p.id, p.fields, f"2020-01-0{i + 1}") for i, p in enumerate(q.profile[:4]))
+    scored = compression_prompt(SPEC, replace(q, profile=[a, b, c, d]), [True, True, True, False], 8, tiny,
+                                scores=[0.9, 0.1, 0.5, 0.7])
+    # unmarked first by date, then marked in rising score: d | b, c, a
+    dated = [ProfileItem(x.id, x.fields, f"2020-01-0{i + 1}") for i, x in enumerate([d, b, c, a])]
+    assert scored == compression_prompt(SPEC, replace(q, profile=dated), [False, True, True, True], 8, tiny)
+    assert scored != compression_prompt(SPEC, replace(q, profile=[a, b, c, d]), [True, True, True, False], 8, tiny)
+
+
+def test_lamp3_compact_item_keeps_lamps_frame_with_one_word_of_the_review():
+    from components.lamp.records import ProfileItem
+
+    spec = get_task("LaMP-3")
+    item = ProfileItem("7", {"text": "sopo rina zevilo", "score": "4"})
+    assert compact_item(spec, item) == '4 is the score for "sopo"'
+    assert compact_item(spec, ProfileItem("8", {"text": " ", "score": "2"})) == '2 is the score for ""'
+
+
+def test_bm25_supervision_keeps_the_label_flags_of_the_best_lexical_matches(tiny, synth_root):
+    from components.methods.attn_gs.train import marker_examples
+    from components.retrieval.rankers import rank_bm25
+
+    qs, golds = _questions(synth_root, 20)
+    pairs = [(q, golds[q.id]) for q in qs]
+    args = (SPEC, pairs, 200, tiny.tokenize, tiny.detokenize)
+    by_label = marker_examples(*args, supervision="label")
+    by_bm25 = marker_examples(*args, supervision="label+bm25", bm25_top=2)
+    assert sum(map(sum, (e[2] for e in by_bm25))) < sum(map(sum, (e[2] for e in by_label)))
+    for lab, bm in zip(by_label, by_bm25):
+        assert lab[0].text == bm[0].text and sum(bm[2]) <= 2            # same prompts, at most 2 flags
+        assert all(la or not b for la, b in zip(lab[2], bm[2]))         # a subset of the label flags
+    # a question whose profile fits: the flags are the label matches among BM25's top 2
+    q = next(q for q, _ in pairs if len(q.profile) <= 12)
+    gold = golds[q.id]
+    (prompt, _, flags, _), = marker_examples(SPEC, [(q, gold)], 400, tiny.tokenize, tiny.detokenize,
+                                            supervision="label+bm25", bm25_top=2)
+    top2 = set(rank_bm25(SPEC, q)[:2])
+    order = sorted(range(len(q.profile)), key=lambda i: (q.profile[i].date or "", i))     # as shown
+    expected = [order[i] in top2 and q.profile[order[i]].fields["tag"] == gold for i, _, _ in prompt.item_spans]
+    assert flags == expected
+
+
 def test_targets_rank_marked_items_and_teacher_targets_name_their_file(tiny, synth_root, tmp_path):
     q = _questions(synth_root, 1)[0][0]
     scores = [float(i) for i in range(len(q.profile))]

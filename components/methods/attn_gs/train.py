@@ -98,13 +98,17 @@ def _content_words(text: str) -> set[str]:
 
 
 def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: int = 12, seed: int = 0,
-                    hide_outputs: bool = True, supervision: str = "label"):
+                    hide_outputs: bool = True, supervision: str = "label", bm25_top: int = 4):
     """(prompt, gold, item flags) for fine-tuning the marker: each question with a random
     subset of at most `max_items` of its profile items (chronological), flagged where the
     item's past output equals the gold answer: the weak relevance signal any LaMP
-    training split has (no ground-truth sidecar is read)."""
+    training split has (no ground-truth sidecar is read). `label+lexical` keeps the flags
+    of items that share a content word with the input; `label+bm25` those among the
+    `bm25_top` shown items that BM25 ranks highest for the input (fewer, cleaner flags
+    where every review shares filler words with the input: docs/attn-gs.md)."""
     from components.lamp.prompts import build_prompt
     from components.methods.attn_gs.marking import hidden_output, query_span
+    from components.retrieval.rankers import rank_bm25
 
     rng = random.Random(seed)
     out = []
@@ -121,6 +125,10 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
             query = _content_words(spec.query_text(q.input))
             flags = [f and bool(query & _content_words(spec.item_text(items[i].fields)))
                      for f, (i, _, _) in zip(flags, prompt.item_spans)]
+        elif supervision == "label+bm25":
+            rank = {j: r for r, j in enumerate(rank_bm25(spec, q))}
+            top = set(sorted(range(len(idx)), key=lambda i: rank[idx[i]])[:bm25_top])
+            flags = [f and i in top for f, (i, _, _) in zip(flags, prompt.item_spans)]
         out.append((prompt, gold, flags, query_span(spec, q.input, prompt.text)))
     return out
 
@@ -148,7 +156,8 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
     """The fine-tuned marker: a copy of the task backbone whose marking layers' query and
     key projections are trained so that their attention (from the marking query) puts a
     larger share on the flagged items: those whose output is the answer (`label`), and
-    that also share a content word with the input (`label+lexical`). Loss:
+    that also share a content word with the input (`label+lexical`) or rank among the
+    shown items' top BM25 matches (`label+bm25`). Loss:
     `attention_weight` x -log(share of the items' attention on the flagged items), plus
     `answer_weight` x the answer loss on the same prompts."""
     from tqdm.auto import tqdm
