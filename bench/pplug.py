@@ -68,6 +68,9 @@ def main() -> None:
                     help="0: frozen backbone as in the paper; r>0: a shared LoRA bridge (default: params.yaml)")
     ap.add_argument("--attention-supervision", type=float, default=None,
                     help="weight of the weak attention label loss, 0 = off (default: params.yaml)")
+    ap.add_argument("--attention-labels", choices=["label", "label+bm25"], default=None,
+                    help="the weak label: items with the gold output, or only those among the top-4 BM25 "
+                         "matches of the input (default: params.yaml)")
     ap.add_argument("--history-keys", choices=["record", "text"], default=None,
                     help="what the input is compared with: each item as encoded (with its past output, the "
                          "paper) or its text alone (default: params.yaml)")
@@ -102,7 +105,7 @@ def main() -> None:
     cfg, tcfg = settings.configs(ablation=args.ablation, epochs=args.epochs, lr=args.lr,
                                  history_deletion=args.history_deletion, bridge_rank=args.bridge_rank,
                                  attention_supervision=args.attention_supervision,
-                                 history_keys=args.history_keys)
+                                 attention_labels=args.attention_labels, history_keys=args.history_keys)
     mlflow_tracking.configure(ROOT)
     base, uri = resolve_backbone(spec.name, None, ROOT)
     pops = json.loads((ROOT / "data" / "prepared" / spec.name / "populations.json").read_text())["populations"]
@@ -172,6 +175,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     name = (f"pplug-{spec.name}-{'new-users' if args.new_users else 'time'}-{args.ablation}"
             f"-bridge{cfg.bridge_rank}{f'-sup{tcfg.attention_supervision:g}' if tcfg.attention_supervision else ''}"
+            f"{'-bm25labels' if tcfg.attention_labels == 'label+bm25' else ''}"
             f"{'-textkeys' if cfg.history_keys == 'text' else ''}.json")
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out / name}")

@@ -166,6 +166,7 @@ class PPlugSettings(_Strict):
     batch_size: int = Field(16, ge=1)
     history_deletion: int = Field(0, ge=0)
     attention_supervision: float = Field(0.0, ge=0, description="weight of the weak attention label loss")
+    attention_labels: Literal["label", "label+bm25"] = "label"
     max_parallel: int = Field(1, ge=1)
 
     ABLATIONS: ClassVar[dict] = {"none": {}, "mean": {"use_attention": False}, "no-instruction": {"use_instruction": False},
@@ -184,7 +185,8 @@ class PPlugSettings(_Strict):
                                                  "attention_scale", "learn_attention_scale", "projection",
                                                  "bridge_rank")})
         train = PPlugTrainConfig(**{k: d[k] for k in ("epochs", "lr", "encoder_lr", "batch_size",
-                                                      "history_deletion", "attention_supervision")})
+                                                      "history_deletion", "attention_supervision",
+                                                      "attention_labels")})
         return model, train
 
     def history_encoder(self):

@@ -3,8 +3,11 @@
 
 On a training example the items that matter most are the ones whose past output is the
 example's gold output: `gold_output_mask` marks them, `attention_label_loss` is the
--log of the attention mass on them. It uses only the training example itself, never
-evaluation data or the synthetic data's `relevance.json`.
+-log of the attention mass on them. `lexical_top_mask` narrows the label to the items BM25
+ranks highest for the example's input (`label+bm25`, as Attn-GS's marker uses: a user's
+outputs repeat, so many items carry the gold output for reasons unrelated to the input).
+It uses only the training example itself, never evaluation data or the synthetic data's
+`relevance.json`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from components.lamp.records import ProfileItem
+from components.lamp.records import ProfileItem, Question
 from components.lamp.tasks import TaskSpec
 
 
@@ -27,6 +30,21 @@ def gold_output_mask(spec: TaskSpec, histories: Sequence[Sequence[ProfileItem]],
     for i, (items, gold) in enumerate(zip(histories, golds)):
         for j, item in enumerate(items[:width]):
             mask[i, j] = item.fields.get(spec.label_field) == gold
+    return mask
+
+
+def lexical_top_mask(spec: TaskSpec, questions: Sequence[Question], histories: Sequence[Sequence[ProfileItem]],
+                     width: int, top: int = 4) -> torch.Tensor:
+    """[B, width] True on the `top` items of `histories[i]` (a subset of question i's profile,
+    in the attention's order) that BM25 ranks highest for question i's input."""
+    from components.retrieval.rankers import rank_bm25
+
+    mask = torch.zeros(len(histories), width, dtype=torch.bool)
+    for i, (q, items) in enumerate(zip(questions, histories)):
+        rank = {q.profile[j].id: r for r, j in enumerate(rank_bm25(spec, q))}
+        shown = range(min(len(items), width))
+        for j in sorted(shown, key=lambda j: rank.get(items[j].id, len(rank)))[:top]:
+            mask[i, j] = True
     return mask
 
 

@@ -29,7 +29,7 @@ from components.lamp.records import ProfileItem, Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
 from components.methods.pplug.model import PPlugConfig, PPlugEmbedder, token_norm
-from components.methods.weak_labels import attention_label_loss, gold_output_mask
+from components.methods.weak_labels import attention_label_loss, gold_output_mask, lexical_top_mask
 from components.retrieval.cache import VectorCache, default_cache_root
 from components.retrieval.encoder import SentenceEncoder
 from components.storage.files import write_json_atomic
@@ -46,6 +46,7 @@ class PPlugTrainConfig:
     history_deletion: int = 0        # extra copies per example with 1-50% of its history deleted
     attention_supervision: float = 0.0   # weight of -log(aggregator weight on the history items whose
                                          # past output is the gold one); 0: the paper's loss alone
+    attention_labels: str = "label"      # label | label+bm25: only those among the top-4 BM25 matches
     seed: int = 0
 
 
@@ -195,8 +196,10 @@ class PPlugMethod(Method):
                     tokens, weights = self.soft_tokens(spec, qs)
                     loss = prefix_loss(self.backbone, tokens, self.prompts(spec, qs), [g for _, g in batch])
                     if tcfg.attention_supervision > 0 and self.cfg.use_attention:
-                        target = gold_output_mask(spec, [recent(q.profile, self.cfg.max_history) for q in qs],
-                                                  [g for _, g in batch], weights.shape[1])
+                        histories = [recent(q.profile, self.cfg.max_history) for q in qs]
+                        target = gold_output_mask(spec, histories, [g for _, g in batch], weights.shape[1])
+                        if tcfg.attention_labels == "label+bm25":
+                            target &= lexical_top_mask(spec, qs, histories, weights.shape[1])
                         loss = loss + tcfg.attention_supervision * attention_label_loss(weights, target)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
