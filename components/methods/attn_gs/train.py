@@ -108,7 +108,7 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
     where every review shares filler words with the input: docs/attn-gs.md)."""
     from components.lamp.prompts import build_prompt
     from components.methods.attn_gs.marking import hidden_output, query_span
-    from components.retrieval.rankers import rank_bm25
+    from components.methods.weak_labels import lexical_top_mask
 
     rng = random.Random(seed)
     out = []
@@ -126,9 +126,8 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
             flags = [f and bool(query & _content_words(spec.item_text(items[i].fields)))
                      for f, (i, _, _) in zip(flags, prompt.item_spans)]
         elif supervision == "label+bm25":
-            rank = {j: r for r, j in enumerate(rank_bm25(spec, q))}
-            top = set(sorted(range(len(idx)), key=lambda i: rank[idx[i]])[:bm25_top])
-            flags = [f and i in top for f, (i, _, _) in zip(flags, prompt.item_spans)]
+            top = lexical_top_mask(spec, [q], [items], len(items), bm25_top)[0]
+            flags = [f and bool(top[i]) for f, (i, _, _) in zip(flags, prompt.item_spans)]
         out.append((prompt, gold, flags, query_span(spec, q.input, prompt.text)))
     return out
 
