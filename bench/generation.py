@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each path; the fastest is reported")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="override backbone.embedded sizes, e.g. hidden_size=2048 layers=16 heads=16 "
-                         "intermediate_size=5632 (a ~1B-parameter Llama shape; weights stay random)")
+                         "intermediate_size=5632 (a ~0.8B-parameter Llama shape; weights stay random)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, or auto (a GPU when there is one)")
     ap.add_argument("--dtype", default="auto",
                     help="auto (as load_backbone: bf16 on a GPU that has it, else float32), float32, bfloat16, ...")
