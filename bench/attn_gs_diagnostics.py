@@ -11,8 +11,18 @@ mean context tokens on the first N time/test questions.
 share of the items' attention on the flagged items for 64 held-out prompts before and
 after, next to chance (the flagged fraction), plus precision@2 against the ground truth.
 
+`weak-labels`: how precise the marker's weak labels are against the ground truth, per
+profile item of the first N time/train questions: `label` (the item's output is the
+answer), `label+lexical` (and it shares a content word with the input), `label+bm25` (and
+it is among the profile's top-4 BM25 matches; the marker applies this to the shown items).
+
+`inference-sweep`: precision@2 of the inference-only marker (the task backbone's raw
+attention) over every marking setting, next to random marking.
+
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
+    python bench/attn_gs_diagnostics.py weak-labels [--task LaMP-3] [--limit 500]
+    python bench/attn_gs_diagnostics.py inference-sweep [--task LaMP-3] [--limit 200]
 """
 
 from __future__ import annotations
@@ -60,14 +70,63 @@ def formats(spec, backbone, questions, golds, relevance) -> None:
                       f"{tokens:.1f} context tokens", flush=True)
 
 
+def precision_at_2(scores, questions, relevance) -> float:
+    """Mean precision@2 of per-item scores against the ground-truth relevant items."""
+    from components.methods.attn_gs.marking import precision_recall_at_k
+
+    found = [precision_recall_at_k(s, [p.id for p in q.profile], set(relevance.get(q.id, {}).get("relevant", [])), 2)
+             for q, s in zip(questions, scores)]
+    found = [f for f in found if f]
+    return sum(p for p, _ in found) / len(found)
+
+
+def weak_labels(spec, questions, golds, relevance) -> None:
+    from components.methods.attn_gs.train import _content_words
+    from components.methods.weak_labels import gold_output_mask, lexical_top_mask
+
+    counts = {rule: [0, 0, 0] for rule in ("label", "label+lexical", "label+bm25")}   # flagged, right, relevant
+    for q in questions:
+        if q.id not in relevance or not q.profile:
+            continue
+        relevant = set(relevance[q.id]["relevant"])
+        label = gold_output_mask(spec, [q.profile], [golds[q.id]], len(q.profile))[0]
+        top = lexical_top_mask(spec, [q], [q.profile], len(q.profile), 4)[0]
+        query = _content_words(spec.query_text(q.input))
+        for i, item in enumerate(q.profile):
+            lexical = bool(query & _content_words(spec.item_text(item.fields)))
+            for rule, flag in (("label", label[i]), ("label+lexical", label[i] and lexical),
+                               ("label+bm25", label[i] and top[i])):
+                c = counts[rule]
+                c[0] += bool(flag)
+                c[1] += bool(flag) and item.id in relevant
+                c[2] += item.id in relevant
+    for rule, (flagged, right, rel) in counts.items():
+        print(f"  {rule:<14} flagged {flagged:6}  precision {right / max(flagged, 1):.2f}  "
+              f"recall {right / max(rel, 1):.2f}", flush=True)
+
+
+def inference_sweep(spec, backbone, questions, relevance) -> None:
+    import itertools
+
+    from components.methods.attn_gs.marking import Marker, MarkingConfig, random_scores
+
+    print(f"  random marking: precision@2 {precision_at_2([random_scores(q) for q in questions], questions, relevance):.3f}")
+    for hide, query, layers, pool, heads in itertools.product(
+            [False, True], ["last", "input"], ["0", "1"], ["max", "sum", "mean"], ["mean", "max"]):
+        marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=2,
+                                hide_outputs=hide, query=query)
+        p2 = precision_at_2(Marker(backbone, marking).score(spec, questions), questions, relevance)
+        print(f"  outputs {'hidden' if hide else 'shown ':<6} query {query:<5} layer {layers} pooling {pool:<4} "
+              f"heads {heads:<4} precision@2 {p2:.3f}", flush=True)
+
+
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:
     import random
 
     import torch
 
     from components.methods.attn_gs.data import training_data
-    from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, item_attention,
-                                                    precision_recall_at_k)
+    from components.methods.attn_gs.marking import Marker, MarkingConfig, capture_attention, item_attention
     from components.methods.attn_gs.train import FinetuneConfig, finetune_marker, marker_examples
 
     marking = MarkingConfig(layers=args.layers, query=args.query)
@@ -83,10 +142,7 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
         return sum(float(r[torch.tensor(e[2])].sum() / r.sum()) for r, e in zip(rows, held_out)) / len(held_out)
 
     def precision(bb):
-        scores = Marker(bb, marking).score(spec, test_questions)
-        found = [precision_recall_at_k(s, [p.id for p in q.profile], set(relevance.get(q.id, {}).get("relevant", [])), 2)
-                 for q, s in zip(test_questions, scores)]
-        return sum(p for p, _ in [f for f in found if f]) / len([f for f in found if f])
+        return precision_at_2(Marker(bb, marking).score(spec, test_questions), test_questions, relevance)
 
     chance = sum(sum(e[2]) / len(e[2]) for e in held_out) / len(held_out)
     print(f"  flagged share on 64 held-out prompts: chance {chance:.3f}, before {share(backbone):.3f}", flush=True)
@@ -100,9 +156,11 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["formats", "marker-share"], help="which diagnostic")
+    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep"],
+                    help="which diagnostic")
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
-    ap.add_argument("--limit", type=int, default=300, help="time/test questions used (the first N)")
+    ap.add_argument("--limit", type=int, default=300,
+                    help="questions used (the first N; time/train for weak-labels, time/test otherwise)")
     ap.add_argument("--steps", type=int, default=800, help="marker-share: training steps")
     ap.add_argument("--lr", type=float, default=3e-3, help="marker-share: learning rate")
     ap.add_argument("--layers", default="0", help="marker-share: marking layers")
@@ -121,12 +179,16 @@ def main() -> None:
     spec = get_task(args.task)
     mlflow_tracking.configure(ROOT)
     backbone, _ = resolve_backbone(spec.name, None, ROOT)
-    qfile, ofile = split_files(spec.name, "time/test", ROOT / "data")
+    qfile, ofile = split_files(spec.name, "time/train" if args.what == "weak-labels" else "time/test", ROOT / "data")
     questions = read_questions(qfile, spec)[:args.limit]
     relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
     print(f"{spec.name}: {args.what}")
     if args.what == "formats":
         formats(spec, backbone, questions, read_golds(ofile, spec), relevance)
+    elif args.what == "weak-labels":
+        weak_labels(spec, questions, read_golds(ofile, spec), relevance)
+    elif args.what == "inference-sweep":
+        inference_sweep(spec, backbone, questions, relevance)
     else:
         marker_share(spec, backbone, args, questions, relevance)
 
