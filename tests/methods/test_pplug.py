@@ -87,6 +87,21 @@ def test_gradients_reach_exactly_the_trainable_parts(tiny, tiny_encoder, synth_r
     assert method.embedder.input_encoder is not method.history_encoder.model
 
 
+def test_training_is_reproducible_whatever_ran_before(tiny, tiny_encoder, synth_root):
+    spec, ex = _examples(synth_root)
+    states = []
+    for noise in (1, 2):                         # whatever consumed the global RNG before
+        torch.manual_seed(noise)
+        torch.rand(noise)
+        method, losses, _ = train_pplug(copy.deepcopy(tiny), spec, ex, PPlugConfig(max_history=6),
+                                        PPlugTrainConfig(epochs=1, batch_size=4), tiny_encoder,
+                                        VectorCache(None, tiny_encoder.fingerprint))
+        states.append((losses, {k: v.clone() for k, v in method.embedder.state_dict().items()}))
+    (losses_a, a), (losses_b, b) = states
+    assert losses_a == losses_b
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_save_and_reload_give_identical_outputs(tiny, tiny_encoder, synth_root, tmp_path):
     spec, ex = _examples(synth_root)
     method, _, costs = train_pplug(copy.deepcopy(tiny), spec, ex, PPlugConfig(max_history=6),

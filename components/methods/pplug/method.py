@@ -299,6 +299,7 @@ def train_pplug(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Que
                 progress: bool = False) -> tuple[PPlugMethod, list[float], dict]:
     """A trained PPlug for one population; returns (method, losses, costs)."""
     encoder = history_encoder or SentenceEncoder.default()
+    torch.manual_seed(tcfg.seed)            # the projectors' initial weights: the same on every run
     method = PPlugMethod.create(backbone, encoder, cfg, cache)
     start = time.perf_counter()
     items_before = method.cache.misses
