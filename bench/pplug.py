@@ -68,6 +68,7 @@ def main() -> None:
                     help="0: frozen backbone as in the paper; r>0: a shared LoRA bridge (default: params.yaml)")
     ap.add_argument("--attention-supervision", type=float, default=None,
                     help="weight of the weak attention label loss, 0 = off (default: params.yaml)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of PPlug's initialisation and training order")
     ap.add_argument("--attention-labels", choices=["label", "label+bm25"], default=None,
                     help="the weak label: items with the gold output, or only those among the top-4 BM25 "
                          "matches of the input (default: params.yaml)")
@@ -84,7 +85,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON result goes")
     args = ap.parse_args()
 
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     import flows  # noqa: F401  (environment defaults)
     from components.config import load_profile
@@ -106,6 +107,7 @@ def main() -> None:
                                  history_deletion=args.history_deletion, bridge_rank=args.bridge_rank,
                                  attention_supervision=args.attention_supervision,
                                  attention_labels=args.attention_labels, history_keys=args.history_keys)
+    tcfg = replace(tcfg, seed=args.seed)
     mlflow_tracking.configure(ROOT)
     base, uri = resolve_backbone(spec.name, None, ROOT)
     pops = json.loads((ROOT / "data" / "prepared" / spec.name / "populations.json").read_text())["populations"]
@@ -176,7 +178,7 @@ def main() -> None:
     name = (f"pplug-{spec.name}-{'new-users' if args.new_users else 'time'}-{args.ablation}"
             f"-bridge{cfg.bridge_rank}{f'-sup{tcfg.attention_supervision:g}' if tcfg.attention_supervision else ''}"
             f"{'-bm25labels' if tcfg.attention_labels == 'label+bm25' else ''}"
-            f"{'-textkeys' if cfg.history_keys == 'text' else ''}.json")
+            f"{'-textkeys' if cfg.history_keys == 'text' else ''}{f'-seed{args.seed}' if args.seed else ''}.json")
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out / name}")
 
