@@ -62,7 +62,7 @@ class PPlugEmbedder(nn.Module):
         if cfg.projection == "vocab":
             if vocab is None:
                 raise ValueError("projection 'vocab' needs the backbone's input embedding matrix")
-            self.register_buffer("vocab", vocab.detach().float().clone(), persistent=False)
+            self.register_buffer("vocab", vocab.detach().float().cpu().clone(), persistent=False)  # on the embedder side
             out = vocab.shape[0]
         elif cfg.projection == "mlp":
             out = hidden_size
