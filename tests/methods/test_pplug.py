@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from components.backbone.model import prefix_loss
 from components.lamp.history import history_examples
 from components.lamp.io import read_questions
 from components.lamp.records import ProfileItem, Question
@@ -207,3 +208,35 @@ def test_text_keys_weigh_the_items_without_their_past_output(tiny, tiny_encoder,
     assert not torch.allclose(w, method.embedder.weights(x, history, mask), atol=1e-4)
     plain = _method(tiny, tiny_encoder)                             # the paper's: no keys
     assert plain.features(spec, qs)[3] is None
+
+
+def test_the_bridge_trains_only_its_lora_and_is_saved_with_the_model(tiny, tiny_encoder, synth_root, tmp_path):
+    """`bridge_rank` > 0: a shared LoRA on q, k, v trains with the embedder; the backbone's own
+    weights stay as they were, and the bridge is saved and reloaded with the population model."""
+    spec, ex = _examples(synth_root)
+    frozen = {n: p.detach().clone() for n, p in tiny.model.named_parameters()}
+    method, _, _ = train_pplug(copy.deepcopy(tiny), spec, ex, PPlugConfig(max_history=6, bridge_rank=2),
+                               PPlugTrainConfig(epochs=1, batch_size=4, lr=1e-2), tiny_encoder,
+                               VectorCache(None, tiny_encoder.fingerprint))
+    base = {n.replace("base_model.model.", "").replace(".base_layer", ""): p
+            for n, p in method.backbone.model.named_parameters() if "lora_" not in n}
+    assert all(torch.equal(base[n], frozen[n]) for n in frozen)          # backbone untouched
+    lora = [p for n, p in method.backbone.model.named_parameters() if "lora_B" in n]
+    assert lora and any(p.abs().sum() > 0 for p in lora)                  # bridge trained
+    qs, golds = [q for q, _ in ex[:4]], [g for _, g in ex[:4]]
+
+    def outputs(m):
+        m.embedder.eval()
+        with torch.no_grad():
+            loss = prefix_loss(m.backbone, m.soft_tokens(spec, qs)[0], m.prompts(spec, qs), golds)
+        return float(loss), [p.output for p in m.predict(None, spec, qs)]
+
+    before = outputs(method)
+    method.save(tmp_path / "pop")
+    assert (tmp_path / "pop" / "bridge").is_dir()
+    again = PPlugMethod.load(tmp_path / "pop", copy.deepcopy(tiny), tiny_encoder)
+    assert outputs(again)[1] == before[1]
+    assert outputs(again)[0] == pytest.approx(before[0], abs=1e-5)     # the bridge came back with the model
+    plain = PPlugMethod.load(tmp_path / "pop", copy.deepcopy(tiny), tiny_encoder)
+    plain.backbone = tiny                                               # the same embedder without its bridge
+    assert outputs(plain)[0] != pytest.approx(before[0], abs=1e-5)
