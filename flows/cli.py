@@ -234,7 +234,8 @@ def cmd_params(args: argparse.Namespace) -> int:
     from components.config import load_profile
     from components.methods.accounting import accounting_for
 
-    print(accounting_for(load_profile(args.profile).backbone.embedded, args.backbones, args.users))
+    profile = load_profile(args.profile)
+    print(accounting_for(profile.backbone.embedded, args.backbones, args.users, profile.pplug.bridge_rank))
     return 0
 
 

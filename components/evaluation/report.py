@@ -165,8 +165,9 @@ def publish(repo: str | Path = ".", reports: str | Path | None = None) -> dict[s
     from components.methods.accounting import accounting_for
 
     files["accounting"] = reports / "accounting.md"
+    profile = load_profile(summary.get("profile"), Path(repo) / "params.yaml")
     files["accounting"].write_text("# Per-user parameters and storage\n\n" + accounting_for(
-        load_profile(summary.get("profile"), Path(repo) / "params.yaml").backbone.embedded) + "\n")
+        profile.backbone.embedded, pplug_bridge_rank=profile.pplug.bridge_rank) + "\n")
     tables = {}
     for task_name in summary["tasks"]:
         table = comparison_table(summary, task_name)

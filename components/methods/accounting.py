@@ -70,7 +70,8 @@ def minilm_parameters() -> tuple[int, int]:
     return cfg.hidden_size, sum(p.numel() for p in model.parameters())
 
 
-def account(model, backbone: str) -> list[Row]:
+def account(model, backbone: str, pplug_bridge_rank: int = 0) -> list[Row]:
+    """The rows of one backbone; `pplug_bridge_rank`: PPlug's shared bridge LoRA (0: the paper's frozen LLM)."""
     from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
 
     hidden = model.config.hidden_size
@@ -82,6 +83,7 @@ def account(model, backbone: str) -> list[Row]:
     gates = sum(m.in_features for n, m in model.named_modules()
                 if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in ("q_proj", "v_proj"))
     enc_dim, enc_params = minilm_parameters()
+    pplug_bridge = lora_scalars(model, pplug_bridge_rank, "qkv")[0] if pplug_bridge_rank else 0
     return [
         Row("tap-per", backbone, prefix.per_user_parameters(), prefix.shared_parameters() + bridge,
             f"P_u = L x d = {tcfg.prefix_length} x {hidden}; shared: relevance MLP, penalties, "
@@ -90,8 +92,9 @@ def account(model, backbone: str) -> list[Row]:
         Row("per-pcs", backbone, 2 * PCS_TOPK * n_modules, PCS_SHARERS * (oppu + gates),
             f"{PCS_SHARERS} sharer LoRAs (r=8 q,v) + gates; per user: top-{PCS_TOPK} piece ids and weights "
             "per module"),
-        Row("pplug", backbone, 0, _pplug_shared(hidden, enc_dim, enc_params),
-            "no per-user state beyond cached item vectors (one per profile item, not trained)"),
+        Row("pplug", backbone, 0, _pplug_shared(hidden, enc_dim, enc_params) + pplug_bridge,
+            "no per-user state beyond cached item vectors (one per profile item, not trained)"
+            + (f"; shared: bridge LoRA r={pplug_bridge_rank} on qkv" if pplug_bridge_rank else "")),
     ]
 
 
@@ -107,9 +110,10 @@ def accounting_table(rows: list[Row], users: list[int]) -> str:
 
 
 def accounting_for(embedded, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
-                   users=(1, 100, 1000, 1_000_000)) -> str:
+                   users=(1, 100, 1000, 1_000_000), pplug_bridge_rank: int = 0) -> str:
     """The accounting table (Markdown) for the demo backbone (`embedded`: the
-    `backbone.embedded` settings) and/or the Llama architectures built on the meta device."""
+    `backbone.embedded` settings) and/or the Llama architectures built on the meta device
+    (`pplug_bridge_rank`: the `pplug.bridge_rank` setting)."""
     rows = []
     for name in backbones:
         if name == "demo":
@@ -118,5 +122,5 @@ def accounting_for(embedded, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
                                intermediate_size=embedded.intermediate_size, vocab_size=512)
         else:
             model = meta_llama(name)
-        rows += account(model, name)
+        rows += account(model, name, pplug_bridge_rank)
     return accounting_table(rows, list(users))

@@ -22,6 +22,14 @@ def test_published_tap_per_vs_oppu(llama2_rows):
     assert llama2_rows["pplug"].per_user == 0
 
 
+def test_pplug_counts_its_bridge_as_shared_and_keeps_nothing_per_user():
+    model = meta_llama("llama-2-7b")
+    plain = {r.method: r for r in account(model, "llama-2-7b")}["pplug"]
+    bridged = {r.method: r for r in account(model, "llama-2-7b", pplug_bridge_rank=4)}["pplug"]
+    assert bridged.per_user == plain.per_user == 0
+    assert bridged.shared - plain.shared == 32 * 3 * 4 * (4096 + 4096)     # r=4 on q, k, v of 32 layers
+
+
 def test_llama31_shared_matches_reference_budget():
     tap = account(meta_llama("llama-3.1-8b"), "llama-3.1-8b")[0]
     assert tap.shared == pytest.approx(203.7e6, rel=0.002)   # 67.1 M + 134.3 M + 2.36 M bridge
