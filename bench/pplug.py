@@ -54,6 +54,46 @@ class GoldTokens:
         return [Prediction(q.id, o, 2, 2) for q, o in zip(questions, outs)]
 
 
+class Trace:
+    """Diagnostic (`--trace`): per training step, the loss, the aggregator's weight on the
+    history items whose past output is the gold one, and the cosine between the user token
+    and the embedding of the gold answer's first token (with its rank among all the
+    backbone's token embeddings): whether the user token moves towards what the frozen
+    backbone should read."""
+
+    def __init__(self, spec, windows: int = 12):
+        self.spec, self.windows, self.rows = spec, windows, []
+
+    def __call__(self, step: dict) -> None:
+        import torch
+
+        from components.methods.pplug.method import recent
+        from components.methods.weak_labels import gold_output_mask
+
+        m, batch, w = step["method"], step["batch"], step["weights"]
+        golds = [g for _, g in batch]
+        gold = gold_output_mask(self.spec, [recent(q.profile, m.cfg.max_history) for q, _ in batch], golds,
+                                w.shape[1])
+        emb = torch.nn.functional.normalize(m.backbone.model.get_input_embeddings().weight.detach().float().cpu(), dim=-1)
+        user = torch.nn.functional.normalize(step["tokens"][:, -1].float().cpu(), dim=-1)
+        sims = user @ emb.T
+        first = torch.tensor([m.backbone.tokenize(g)[0] for g in golds])
+        cos = sims[torch.arange(len(golds)), first]
+        has = gold.any(-1)
+        self.rows.append({"step": step["step"], "loss": step["loss"], "cosine": float(cos.mean()),
+                          "rank": float((sims > cos[:, None]).sum(-1).float().median()),
+                          "gold_weight": float((w * gold).sum(-1)[has].mean()) if has.any() else 0.0})
+
+    def table(self) -> list[dict]:
+        size = max(1, len(self.rows) // self.windows)
+        out = []
+        for i in range(0, len(self.rows), size):
+            part = self.rows[i:i + size]
+            out.append({"from_step": part[0]["step"],
+                        **{k: sum(r[k] for r in part) / len(part) for k in ("loss", "gold_weight", "cosine", "rank")}})
+        return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
@@ -82,6 +122,9 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true",
                     help="also evaluate an oracle: the gold answer's first two token embeddings as the two soft "
                          "tokens (a proxy for what two soft tokens can carry into this frozen backbone)")
+    ap.add_argument("--trace", action="store_true",
+                    help="print and keep a per-step training trace: loss, weight on the gold-output items, "
+                         "cosine of the user token with the gold answer's first token embedding")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON result goes")
     args = ap.parse_args()
 
@@ -135,7 +178,9 @@ def main() -> None:
         examples = list(history_examples(spec, [q for q in history if q.user_key in members]))
         backbone, _ = resolve_backbone(spec.name, uri, ROOT)
         cache = VectorCache(cache_root, encoder.fingerprint)
-        method, losses, costs = train_pplug(backbone, spec, examples, cfg, tcfg, encoder, cache, progress=True)
+        trace = Trace(spec) if args.trace else None
+        method, losses, costs = train_pplug(backbone, spec, examples, cfg, tcfg, encoder, cache, progress=True,
+                                            on_step=trace)
         # a second run with unchanged data: a fresh cache object reads the shards back from disk
         texts = encoded_texts(spec, [p for q, _ in examples for p in recent(q.profile, cfg.max_history)], cfg)
         again = VectorCache(cache_root, encoder.fingerprint)
@@ -144,6 +189,11 @@ def main() -> None:
         costs.update(second_run_items_encoded=again.misses, second_run_hit_rate=again.hit_rate,
                      second_run_seconds=time.perf_counter() - t0, population=pop, users=len(members),
                      examples=len(examples), final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])))
+        if trace:
+            costs["trace"] = trace.table()
+            print("trace (means over windows of steps):\n  from step   loss  gold weight  cosine  rank")
+            for r in costs["trace"]:
+                print(f"  {r['from_step']:9d}  {r['loss']:.3f}  {r['gold_weight']:11.3f}  {r['cosine']:6.3f}  {r['rank']:4.0f}")
         costs_all.append(costs)
         print(f"{pop}: {len(members)} users, {len(examples)} examples, {costs['items_encoded']} items encoded at "
               f"{costs['items_per_second']:.0f} items/s, trained in {costs['train_seconds']:.0f}s, final loss "

@@ -88,6 +88,15 @@ def test_gradients_reach_exactly_the_trainable_parts(tiny, tiny_encoder, synth_r
     assert method.embedder.input_encoder is not method.history_encoder.model
 
 
+def test_on_step_sees_every_training_step(tiny, tiny_encoder, synth_root):
+    spec, ex = _examples(synth_root)
+    seen = []
+    losses = _method(tiny, tiny_encoder).fit(spec, ex, PPlugTrainConfig(epochs=2, batch_size=4), on_step=seen.append)
+    assert [s["step"] for s in seen] == list(range(len(losses))) and [s["loss"] for s in seen] == losses
+    assert seen[0]["tokens"].shape[:2] == (4, 2) and seen[0]["weights"].shape[0] == 4
+    assert not seen[0]["tokens"].requires_grad
+
+
 def test_training_is_reproducible_whatever_ran_before(tiny, tiny_encoder, synth_root):
     spec, ex = _examples(synth_root)
     states = []

@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -163,9 +163,11 @@ class PPlugMethod(Method):
     # --- training -----------------------------------------------------------------------------
 
     def fit(self, spec: TaskSpec, examples: Sequence[tuple[Question, str]],
-            tcfg: PPlugTrainConfig = PPlugTrainConfig(), progress: bool = False) -> list[float]:
+            tcfg: PPlugTrainConfig = PPlugTrainConfig(), progress: bool = False,
+            on_step: Callable[[dict], None] | None = None) -> list[float]:
         """Next-token loss on the gold outputs; the backbone and the history encoder stay frozen;
-        the input encoder, both projectors, the instruction and empty-history vectors train."""
+        the input encoder, both projectors, the instruction and empty-history vectors train.
+        `on_step` (diagnostics) gets each step's method, loss, batch, soft tokens and weights."""
         from tqdm.auto import tqdm
 
         from components import distributed
@@ -206,6 +208,9 @@ class PPlugMethod(Method):
                     distributed.reduce_gradients(encoder_params + head_params, ctx)
                     opt.step()
                     losses.append(distributed.all_sum(float(loss.detach()), ctx) / ctx.world_size)
+                    if on_step is not None:
+                        on_step({"method": self, "step": len(losses) - 1, "loss": losses[-1], "batch": batch,
+                                 "tokens": tokens.detach(), "weights": weights.detach()})
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
         emb.eval()
@@ -296,7 +301,8 @@ def augment_deletions(examples: Sequence[tuple[Question, str]], copies: int, rng
 def train_pplug(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Question, str]],
                 cfg: PPlugConfig = PPlugConfig(), tcfg: PPlugTrainConfig = PPlugTrainConfig(),
                 history_encoder: SentenceEncoder | None = None, cache: VectorCache | None = None,
-                progress: bool = False) -> tuple[PPlugMethod, list[float], dict]:
+                progress: bool = False, on_step: Callable[[dict], None] | None = None
+                ) -> tuple[PPlugMethod, list[float], dict]:
     """A trained PPlug for one population; returns (method, losses, costs)."""
     encoder = history_encoder or SentenceEncoder.default()
     torch.manual_seed(tcfg.seed)            # the projectors' initial weights: the same on every run
@@ -307,7 +313,7 @@ def train_pplug(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Que
     method.encode_histories(spec, [q for q, _ in examples], progress=progress)
     encode_s = time.perf_counter() - t0
     encoded = method.cache.misses - items_before
-    losses = method.fit(spec, examples, tcfg, progress=progress)
+    losses = method.fit(spec, examples, tcfg, progress=progress, on_step=on_step)
     costs = {"items_encoded": encoded, "encode_seconds": encode_s,
              "items_per_second": encoded / encode_s if encoded and encode_s > 0 else 0.0,
              "cache_hit_rate": method.cache.hit_rate, "train_seconds": time.perf_counter() - start,
