@@ -228,7 +228,8 @@ def main() -> None:
     name = (f"pplug-{spec.name}-{'new-users' if args.new_users else 'time'}-{args.ablation}"
             f"-bridge{cfg.bridge_rank}{f'-sup{tcfg.attention_supervision:g}' if tcfg.attention_supervision else ''}"
             f"{'-bm25labels' if tcfg.attention_labels == 'label+bm25' else ''}"
-            f"{'-textkeys' if cfg.history_keys == 'text' else ''}{f'-seed{args.seed}' if args.seed else ''}.json")
+            f"{'-textkeys' if cfg.history_keys == 'text' else ''}{f'-lr{args.lr:g}' if args.lr else ''}"
+            f"{f'-epochs{args.epochs}' if args.epochs != 2 else ''}{f'-seed{args.seed}' if args.seed else ''}.json")
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"\nwritten {out / name}")
 
