@@ -166,7 +166,8 @@ class PPlugMethod(Method):
             tcfg: PPlugTrainConfig = PPlugTrainConfig(), progress: bool = False,
             on_step: Callable[[dict], None] | None = None) -> list[float]:
         """Next-token loss on the gold outputs; the backbone and the history encoder stay frozen;
-        the input encoder, both projectors, the instruction and empty-history vectors train.
+        the input encoder, both projectors, the instruction and empty-history vectors train,
+        and the shared bridge LoRA when `bridge_rank` > 0.
         `on_step` (diagnostics) gets each step's method, loss, batch, soft tokens and weights."""
         from tqdm.auto import tqdm
 
