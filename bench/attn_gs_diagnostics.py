@@ -112,11 +112,11 @@ def inference_sweep(spec, backbone, questions, relevance) -> None:
 
     print(f"  random marking: precision@2 {precision_at_2([random_scores(q) for q in questions], questions, relevance):.3f}")
     for hide, query, layers, pool, heads in itertools.product(
-            [False, True], ["last", "input"], ["0", "1"], ["max", "sum", "mean"], ["mean", "max"]):
+            [False, True], ["last", "input", "generated"], ["0", "1"], ["max", "sum", "mean"], ["mean", "max"]):
         marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=2,
                                 hide_outputs=hide, query=query)
         p2 = precision_at_2(Marker(backbone, marking).score(spec, questions), questions, relevance)
-        print(f"  outputs {'hidden' if hide else 'shown ':<6} query {query:<5} layer {layers} pooling {pool:<4} "
+        print(f"  outputs {'hidden' if hide else 'shown ':<6} query {query:<9} layer {layers} pooling {pool:<4} "
               f"heads {heads:<4} precision@2 {p2:.3f}", flush=True)
 
 
@@ -138,7 +138,8 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
 
     def share(bb):
         with torch.no_grad(), capture_attention(bb.model, marking.layers, marking.query, skip_rest=True) as modules:
-            rows = item_attention(bb, [e[0] for e in held_out], modules, summed, [e[3] for e in held_out])
+            rows = item_attention(bb, [e[0] for e in held_out], modules, summed, [e[3] for e in held_out],
+                                  [e[1] for e in held_out])
         return sum(float(r[torch.tensor(e[2])].sum() / r.sum()) for r, e in zip(rows, held_out)) / len(held_out)
 
     def precision(bb):
@@ -164,7 +165,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800, help="marker-share: training steps")
     ap.add_argument("--lr", type=float, default=3e-3, help="marker-share: learning rate")
     ap.add_argument("--layers", default="0", help="marker-share: marking layers")
-    ap.add_argument("--query", default="input", choices=["last", "input"], help="marker-share: marking query")
+    ap.add_argument("--query", default="input", choices=["last", "input", "generated"],
+                    help="marker-share: marking query (generated: from the positions that write the answer)")
     ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical", "label+bm25"],
                     help="marker-share: the weak labels")
     args = ap.parse_args()

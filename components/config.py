@@ -208,7 +208,7 @@ class AttnGSSettings(_Strict):
     top_k: int = Field(2, ge=1)
     attention_weight: float = Field(1.0, ge=0, description="weight of the marker's attention loss")
     hide_outputs: bool = True
-    query: Literal["last", "input"] = "last"
+    query: Literal["last", "input", "generated"] = "last"
     marker_supervision: Literal["label", "label+lexical", "label+bm25"] = "label+bm25"
     marker_answer_weight: float = Field(0.0, ge=0, description="answer loss added to the marker's attention loss")
     marker_steps: int = Field(3000, ge=0)

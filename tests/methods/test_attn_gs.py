@@ -11,7 +11,7 @@ from components.lamp.prompts import (MARK_END, MARK_START, build_prompt, compact
                                      prompt_with_context)
 from components.lamp.tasks import get_task
 from components.methods import build_method
-from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, mark,
+from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, item_attention, mark,
                                                 precision_recall_at_k, select_layers)
 from components.methods.attn_gs.method import (AttnGSMethod, TeacherTargets, compression_prompt,
                                                marked_content_target, target_builder)
@@ -225,7 +225,7 @@ def test_attn_gs_refuses_bad_settings(tiny):
         AttnGSMethod(None, tiny, 8, "best")
 
 
-@pytest.mark.parametrize("query", ["last", "input"])
+@pytest.mark.parametrize("query", ["last", "input", "generated"])
 def test_marker_fine_tuning_trains_only_the_marking_layers_query_and_key(tiny, synth_root, query):
     from components.lamp.history import history_examples
 
@@ -239,7 +239,7 @@ def test_marker_fine_tuning_trains_only_the_marking_layers_query_and_key(tiny, s
     changed = {k for k, v in marker.model.state_dict().items() if not torch.equal(before[k], v)}
     assert changed
     if tiny.is_encoder_decoder:      # layer 0: the decoder's cross-attention (last) or the encoder's (input)
-        where = "decoder.block.0.layer.1.EncDecAttention" if query == "last" else "encoder.block.0.layer.0.SelfAttention"
+        where = "encoder.block.0.layer.0.SelfAttention" if query == "input" else "decoder.block.0.layer.1.EncDecAttention"
         assert changed <= {f"{where}.q.weight", f"{where}.k.weight"}
     else:
         assert changed <= {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"}
@@ -266,3 +266,35 @@ def test_captured_rows_over_query_positions_equal_the_eager_mean(tiny, synth_roo
     expected = torch.stack([full[0, :, [width - 1, width - 3, width - 5]].mean(1),
                             full[1, :, [width - 2, width - 4]].mean(1)])
     assert torch.allclose(row, expected, atol=1e-5)
+
+
+def test_generated_query_reads_the_rows_that_generate_the_answer(tiny, synth_root):
+    """Query `generated`: the mean attention row of the positions whose next token is an
+    answer token (the final prompt position, then every answer token but the last), equal to
+    the eager attention of the prompt followed by the answer, one prompt at a time."""
+    qs, golds = _questions(synth_root, 3)
+    prompts = [build_prompt(SPEC, q.input, q.profile[:3], 200, tiny.tokenize, tiny.detokenize) for q in qs]
+    answers = [golds[qs[0].id], "", golds[qs[2].id] + " " + golds[qs[1].id]]    # lengths 1, 0 and 2+
+    model, config = tiny.model, MarkingConfig(layers="0", query="generated", token_pooling="sum")
+    with torch.no_grad(), capture_attention(model, "0", "generated", skip_rest=True) as modules:
+        pooled = item_attention(tiny, prompts, modules, config, answers=answers)
+        captured = modules[0]._persona_rows[-1]                                     # [B, heads, T]
+    for b, (p, a) in enumerate(zip(prompts, answers)):
+        enc = tiny.encode_batch([p.text])
+        ans = tiny.tokenize(a)
+        n = max(1, len(ans))
+        if tiny.is_encoder_decoder:
+            start = model.config.decoder_start_token_id or 0
+            dec = torch.tensor([[start] + ans[:-1]], device=tiny.device)
+            full = _eager_attentions(model, enc, {"decoder_input_ids": dec}).cross_attentions[0][0]
+            expected, got = full[:, :n].mean(1), captured[b, :, :full.shape[-1]]
+        else:
+            ids = torch.cat([enc["input_ids"], torch.tensor([ans], dtype=torch.long, device=tiny.device)], 1)
+            full = _eager_attentions(model, {"input_ids": ids}, {}).attentions[0][0]
+            first = enc["input_ids"].shape[1] - 1
+            expected, got = full[:, first:first + n].mean(1), captured[b, :, -ids.shape[1]:]
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert torch.allclose(got.sum(-1), torch.ones(got.shape[0]), atol=1e-5)     # padding gets nothing
+        assert len(pooled[b]) == len(p.item_spans) and float(pooled[b].sum()) <= 1 + 1e-5
+    with pytest.raises(ValueError, match="needs the answers"), capture_attention(model, "0", "generated") as modules:
+        item_attention(tiny, prompts, modules, config)

@@ -1,6 +1,6 @@
 """Attn-GS marking: the attention a white-box LM pays, from the final prompt position (or
-from the task input's content tokens), to each profile item ("sentence") of a LaMP
-prompt, and the rule that marks items.
+from the task input's content tokens, or from the positions that generate its answer), to
+each profile item ("sentence") of a LaMP prompt, and the rule that marks items.
 
 Attention is captured for the chosen layers only: an attention function registered with
 transformers' `AttentionInterface` runs the model's usual SDPA kernel and, for the
@@ -42,7 +42,11 @@ class MarkingConfig:
     top_p: float = 0.5
     top_k: int = 2
     hide_outputs: bool = True    # the marker reads items without their past outputs (tags, scores)
-    query: str = "last"          # last: the final prompt position | input: mean over the task input's content tokens
+    query: str = "last"          # last: the final prompt position | input: mean over the task input's content
+    #                              tokens | generated: mean over the positions that generate the model's answer
+
+
+QUERIES = ("last", "input", "generated")
 
 
 def hidden_output(spec: TaskSpec, item):
@@ -107,13 +111,14 @@ def _register() -> None:
 
 def attention_modules(model: torch.nn.Module, query: str = "last") -> list[torch.nn.Module]:
     """The attention modules that read the prompt, in layer order: for encoder-decoder
-    models the decoder's cross-attention (query `last`) or the encoder's self-attention
-    (query `input`)."""
+    models the decoder's cross-attention (queries `last`, `generated`) or the encoder's
+    self-attention (query `input`)."""
     encdec = bool(getattr(model.config, "is_encoder_decoder", False))
-    suffixes = (("EncDecAttention",) if query == "last" else ("SelfAttention",)) if encdec else \
+    cross = query != "input"                # the decoder reads the prompt through its cross-attention
+    suffixes = (("EncDecAttention",) if cross else ("SelfAttention",)) if encdec else \
         ("self_attn", ".attn", "attention.self")
     found = [m for n, m in model.named_modules() if n.endswith(suffixes) and any(p.ndim for p in m.parameters())
-             and not (encdec and query != "last" and "decoder" in n)]
+             and not (encdec and not cross and "decoder" in n)]
     if not found:
         raise ValueError(f"cannot find the attention modules of {type(model).__name__}: marking supports "
                          "Llama-, Qwen-, Mistral- and T5-style models (modules named self_attn / EncDecAttention)")
@@ -192,26 +197,26 @@ class Marker:
     def score(self, spec: TaskSpec, questions: Sequence[Question], batch_size: int = 16) -> list[list[float]]:
         """Per question, one score per profile item (the attention mass per token, pooled)."""
         bb = self.backbone
-        limit = bb.max_length - 4
-        jobs = []                                   # (question index, prompt, item indices)
+        generated = self.config.query == "generated"
+        limit = bb.max_length - (spec.max_new_tokens + 2 if generated else 4)   # room for the answer
+        jobs = []                                   # (question index, prompt, item indices, input span)
         for qi, q in enumerate(questions):
             for prompt, idx, span in self._chunks(spec, q, limit):
                 jobs.append((qi, prompt, idx, span))
+        # the model's own answers first (generation needs the whole model, capture stops early)
+        answers = (bb.generate([p.text for _, p, _, _ in jobs], spec.max_new_tokens, batch_size=batch_size)
+                   if generated else [None] * len(jobs))
         scores = [[0.0] * len(q.profile) for q in questions]
         bb.model.eval()
         with capture_attention(bb.model, self.config.layers, self.config.query, skip_rest=True) as modules:
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
-                for qi, idx, item_scores in self._score_batch(batch, modules):
-                    for i, s in zip(idx, item_scores):
+                rows = item_attention(bb, [p for _, p, _, _ in batch], modules, self.config,
+                                      [s for _, _, _, s in batch], answers[start:start + batch_size])
+                for (qi, _, idx, _), item_scores in zip(batch, rows):
+                    for i, s in zip(idx, item_scores.tolist()):
                         scores[qi][i] = s
         return scores
-
-    def _score_batch(self, batch, modules):
-        rows = item_attention(self.backbone, [p for _, p, _, _ in batch], modules, self.config,
-                              [s for _, _, _, s in batch])
-        for (qi, _, idx, _), item_scores in zip(batch, rows):
-            yield qi, idx, item_scores.tolist()
 
 
 def query_span(spec: TaskSpec, task_input: str, text: str) -> tuple[int, int]:
@@ -224,17 +229,58 @@ def query_span(spec: TaskSpec, task_input: str, text: str) -> tuple[int, int]:
     return at, at + len(content)
 
 
+def _append_answers(backbone: Backbone, inputs: dict, offsets: torch.Tensor, answers: Sequence[str]):
+    """The prompts followed by the answers (teacher-forced), and the query rows: the
+    positions whose next token is an answer token (the final prompt position, then every
+    answer token but the last). Decoder-only: the answer after each prompt (left-padded
+    again); encoder-decoder: the answer as the decoder's input after its start token."""
+    ids = [backbone.tokenize(a) if a else [] for a in answers]
+    pad = backbone.tokenizer.pad_token_id or 0
+    if backbone.is_encoder_decoder:
+        start = backbone.model.config.decoder_start_token_id or 0
+        width = max(len(a) for a in ids) or 1
+        dec = torch.full((len(ids), width), pad, dtype=torch.long)
+        positions = torch.full((len(ids), width), -1, dtype=torch.long)
+        for b, a in enumerate(ids):
+            row = [start] + a[:-1]
+            dec[b, :len(row)] = torch.tensor(row)
+            positions[b, :max(1, len(a))] = torch.arange(max(1, len(a)))
+        return {**inputs, "decoder_input_ids": dec.to(backbone.device)}, offsets, positions
+    keep = inputs["attention_mask"].bool().cpu()
+    rows = [(inputs["input_ids"][b].cpu()[keep[b]], offsets[b][keep[b]], torch.tensor(a, dtype=torch.long))
+            for b, a in enumerate(ids)]
+    width = max(len(p) + len(a) for p, _, a in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    new_offsets = torch.zeros((len(rows), width, 2), dtype=offsets.dtype)
+    positions = torch.full((len(rows), max(1, max(len(a) for a in ids))), -1, dtype=torch.long)
+    for b, (p, off, a) in enumerate(rows):
+        shift = width - len(p) - len(a)                      # left padding, as in generation
+        input_ids[b, shift:] = torch.cat([p, a])
+        mask[b, shift:] = 1
+        new_offsets[b, shift:shift + len(p)] = off           # answer tokens belong to no item
+        n = max(1, len(a))
+        positions[b, :n] = torch.arange(shift + len(p) - 1, shift + len(p) - 1 + n)
+    dev = backbone.device
+    return {"input_ids": input_ids.to(dev), "attention_mask": mask.to(dev)}, new_offsets, positions
+
+
 def item_attention(backbone: Backbone, prompts: Sequence, modules, config: MarkingConfig,
-                   query_spans: Sequence[tuple[int, int]] | None = None) -> list[torch.Tensor]:
+                   query_spans: Sequence[tuple[int, int]] | None = None,
+                   answers: Sequence[str] | None = None) -> list[torch.Tensor]:
     """One forward over the prompts inside `capture_attention`: per prompt, the pooled
-    attention of the query (the final position, or the task input's content tokens) on
-    each of its items ([n_items], differentiable)."""
+    attention of the query (the final position, the task input's content tokens, or the
+    positions that generate `answers`) on each of its items ([n_items], differentiable)."""
     texts = [p.text for p in prompts]
     enc = backbone.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=True)
     offsets = enc.pop("offset_mapping")
     inputs = {k: v.to(backbone.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
     positions = None
-    if config.query == "input":
+    if config.query == "generated":
+        if answers is None:
+            raise ValueError("marking from the generated answer needs the answers (the model's, or the gold)")
+        inputs, offsets, positions = _append_answers(backbone, inputs, offsets, answers)
+    elif config.query == "input":
         if query_spans is None:
             raise ValueError("marking from the task input needs the input's place in each prompt")
         real = inputs["attention_mask"].bool().cpu() & (offsets[..., 1] > offsets[..., 0])
@@ -245,11 +291,13 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
         for b, r in enumerate(rows_pos):
             positions[b, : len(r)] = r
     elif config.query != "last":
-        raise ValueError(f"marking query {config.query!r}: use last or input")
+        raise ValueError(f"marking query {config.query!r}: use one of {', '.join(QUERIES)}")
     for m in modules:
         m._persona_rows, m._persona_positions = [], positions
     try:
-        if backbone.is_encoder_decoder:
+        if "decoder_input_ids" in inputs:
+            backbone.model(**inputs)
+        elif backbone.is_encoder_decoder:
             start = backbone.model.config.decoder_start_token_id
             dec = torch.full((len(texts), 1), start if start is not None else 0, device=backbone.device)
             backbone.model(**inputs, decoder_input_ids=dec)

@@ -185,7 +185,8 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
     for step in bar:
         batch = rng.sample(examples, min(cfg.batch_size, len(examples)))
         with capture_attention(model, marking.layers, marking.query, skip_rest=True) as modules:
-            rows = item_attention(tuned, [e[0] for e in batch], modules, summed, [e[3] for e in batch])
+            rows = item_attention(tuned, [e[0] for e in batch], modules, summed, [e[3] for e in batch],
+                                  [e[1] for e in batch])      # query `generated`: from the gold answer
         # the share of the items' attention on the flagged items (moving mass from the
         # template and the input onto all items alike would not separate anything)
         loss = attention_weight * torch.stack([
