@@ -25,6 +25,10 @@ def main() -> None:
                     help="overrides of backbone.embedded (values parsed as JSON, e.g. profile_label_loss=false)")
     ap.add_argument("--methods", nargs="+", default=["non-personalized", "random-4", "bm25-4", "full-context"],
                     help="baselines evaluated with the trained backbone")
+    ap.add_argument("--save", metavar="DIR", help="also save the trained backbone there (save_pretrained)")
+    ap.add_argument("--marker-sweep", action="store_true",
+                    help="also score the inference-only Attn-GS marker (this backbone's raw attention) "
+                         "against the ground truth, every marking setting (bench/attn_gs_diagnostics.py)")
     args = ap.parse_args()
 
     import flows  # noqa: F401  (environment defaults)
@@ -41,6 +45,10 @@ def main() -> None:
     cfg = dataclasses.replace(load_profile(None, ROOT / "params.yaml").backbone.embedded.to_config(), **overrides)
     qfile, ofile = split_files(spec.name, "time/train", ROOT / "data")
     backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), read_golds(ofile, spec), cfg)
+    if args.save:
+        from components.backbone.model import save_backbone
+
+        print(f"saved to {save_backbone(backbone, args.save)}")
     tfile, tout = split_files(spec.name, "time/test", ROOT / "data")
     questions, golds = read_questions(tfile, spec), read_golds(tout, spec)
     print(f"{spec.name} {overrides or 'params.yaml'}: final loss {stats['final_loss']:.3f}, "
@@ -48,6 +56,11 @@ def main() -> None:
     for name in args.methods:
         r = evaluate(build_method(name), backbone, spec, questions, golds, progress=False)
         print(f"  {name:<18} {r.metrics[spec.primary_metric]:.3f}")
+    if args.marker_sweep:
+        from bench.attn_gs_diagnostics import inference_sweep
+
+        relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
+        inference_sweep(spec, backbone, questions[:200], relevance)
 
 
 if __name__ == "__main__":

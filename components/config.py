@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.lamp.splits import PopulationConfig, PrepareConfig
 from components.lamp.synthetic import SynthConfig
@@ -84,8 +84,17 @@ class EmbeddedSettings(_Strict):
     mix_none: float = Field(0.10, ge=0, le=1)
     mix_bm25: float = Field(0.45, ge=0, le=1)
     mix_random: float = Field(0.25, ge=0, le=1)
+    mix_planted: float = Field(0.0, ge=0, le=1, description="BM25's best item among k-1 random others")
     profile_label_loss: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _mix_fits(self):
+        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_planted
+        if total > 1 + 1e-9:
+            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_planted = {total:g} > 1 "
+                             "(the rest of the training prompts show every item that fits)")
+        return self
 
     def to_config(self):
         from components.backbone.embedded import EmbeddedConfig

@@ -50,7 +50,8 @@ class EmbeddedConfig:
     k_max: int = 8
     mix_none: float = 0.10
     mix_bm25: float = 0.45
-    mix_random: float = 0.25           # the rest: every item that fits
+    mix_random: float = 0.25
+    mix_planted: float = 0.0           # BM25's best item among k-1 random others; the rest: every item that fits
     profile_label_loss: bool = True
     history_examples: bool = True      # also train on profile items turned into questions
     history_share: float = 0.5
@@ -105,19 +106,28 @@ def corpus_of(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, st
     return texts
 
 
-def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: EmbeddedConfig,
-             rng: random.Random, k_max: int, lm: bool):
-    """Token ids and labels of one training prompt with a randomly chosen context."""
+def training_context(spec: TaskSpec, q: Question, cfg: EmbeddedConfig, rng: random.Random, k_max: int):
+    """The profile items one training prompt shows, drawn by the mix: none, BM25's top k,
+    k random, BM25's best among k-1 random others (`mix_planted`), or every item."""
     r = rng.random()
     k = rng.randint(1, max(1, k_max))
     if r < cfg.mix_none or not q.profile:
-        items = []
-    elif r < cfg.mix_none + cfg.mix_bm25:
-        items = select_items(q.profile, rank_bm25(spec, q), k)
-    elif r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random:
-        items = select_items(q.profile, rank_random(spec, q, seed=rng.randrange(1 << 30)), k)
-    else:
-        items = select_items(q.profile, list(range(len(q.profile))), None)
+        return []
+    if r < cfg.mix_none + cfg.mix_bm25:
+        return select_items(q.profile, rank_bm25(spec, q), k)
+    if r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random:
+        return select_items(q.profile, rank_random(spec, q, seed=rng.randrange(1 << 30)), k)
+    if r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random + cfg.mix_planted:
+        best = rank_bm25(spec, q)[0]
+        others = rank_random(spec, q, seed=rng.randrange(1 << 30))
+        return select_items(q.profile, [best] + [i for i in others if i != best], k)
+    return select_items(q.profile, list(range(len(q.profile))), None)
+
+
+def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: EmbeddedConfig,
+             rng: random.Random, k_max: int, lm: bool):
+    """Token ids and labels of one training prompt with a randomly chosen context."""
+    items = training_context(spec, q, cfg, rng, k_max)
     answer_ids = backbone.tokenize(gold) + [backbone.tokenizer.eos_token_id]
     budget = cfg.max_length - len(answer_ids) - 1
     prompt = build_prompt(spec, q.input, items, budget, backbone.tokenize, backbone.detokenize)
