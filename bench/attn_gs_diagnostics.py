@@ -19,10 +19,17 @@ it is among the profile's top-4 BM25 matches; the marker applies this to the sho
 `inference-sweep`: precision@2 of the inference-only marker (the task backbone's raw
 attention) over every marking setting, next to random marking.
 
+`planted`: the same question in the setting the backbone was trained on: one ground-truth
+relevant item (the newest) among 3 random others of the profile, either in date order (as
+every prompt is built; the relevant item is then often the newest, so a recency-biased
+attention looks right) or at a random place (dates dropped, so the marker keeps the order);
+precision@1 of every marking setting, next to chance (0.25) and to "the newest item".
+
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
     python bench/attn_gs_diagnostics.py weak-labels [--task LaMP-3] [--limit 500]
     python bench/attn_gs_diagnostics.py inference-sweep [--task LaMP-3] [--limit 200]
+    python bench/attn_gs_diagnostics.py planted [--task LaMP-3] [--limit 300] [--backbone DIR]
 """
 
 from __future__ import annotations
@@ -105,19 +112,57 @@ def weak_labels(spec, questions, golds, relevance) -> None:
               f"recall {right / max(rel, 1):.2f}", flush=True)
 
 
-def inference_sweep(spec, backbone, questions, relevance) -> None:
+def _settings():
+    """Every marking setting the sweeps try: outputs shown/hidden, query, layer, item pooling, heads."""
     import itertools
 
+    return itertools.product([False, True], ["last", "input", "generated"], ["0", "1"], ["max", "sum", "mean"],
+                             ["mean", "max"])
+
+
+def inference_sweep(spec, backbone, questions, relevance) -> None:
     from components.methods.attn_gs.marking import Marker, MarkingConfig, random_scores
 
     print(f"  random marking: precision@2 {precision_at_2([random_scores(q) for q in questions], questions, relevance):.3f}")
-    for hide, query, layers, pool, heads in itertools.product(
-            [False, True], ["last", "input", "generated"], ["0", "1"], ["max", "sum", "mean"], ["mean", "max"]):
+    for hide, query, layers, pool, heads in _settings():
         marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=2,
                                 hide_outputs=hide, query=query)
         p2 = precision_at_2(Marker(backbone, marking).score(spec, questions), questions, relevance)
         print(f"  outputs {'hidden' if hide else 'shown ':<6} query {query:<9} layer {layers} pooling {pool:<4} "
               f"heads {heads:<4} precision@2 {p2:.3f}", flush=True)
+
+
+def planted(spec, backbone, questions, relevance) -> None:
+    import dataclasses
+    import random
+
+    from components.methods.attn_gs.marking import Marker, MarkingConfig
+
+    for order in ("date order", "random place"):
+        rng, cases = random.Random(0), []
+        for q in questions:
+            relevant = set(relevance.get(q.id, {}).get("relevant", []))
+            good = [p for p in q.profile if p.id in relevant]
+            bad = [p for p in q.profile if p.id not in relevant]
+            if not good or len(bad) < 3:
+                continue
+            items = rng.sample(bad, 3)
+            items.insert(rng.randrange(4), good[-1])
+            if order == "date order":
+                items.sort(key=lambda p: p.date or "")
+            else:                                   # the marker sorts by date: drop the dates
+                items = [dataclasses.replace(p, date=None) for p in items]
+            cases.append((dataclasses.replace(q, profile=items), good[-1].id))
+        newest = sum(max(q.profile, key=lambda p: p.date or "").id == g for q, g in cases) / len(cases)
+        print(f"  {order}: {len(cases)} prompts; chance 0.250; the newest item "
+              f"{newest if order == 'date order' else 0.25:.3f}", flush=True)
+        for hide, query, layers, pool, heads in _settings():
+            marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=1,
+                                    hide_outputs=hide, query=query)
+            scores = Marker(backbone, marking).score(spec, [q for q, _ in cases])
+            hit = sum(q.profile[max(range(len(s)), key=s.__getitem__)].id == g for (q, g), s in zip(cases, scores))
+            print(f"    outputs {'hidden' if hide else 'shown ':<6} query {query:<9} layer {layers} pooling {pool:<4} "
+                  f"heads {heads:<4} precision@1 {hit / len(cases):.3f}", flush=True)
 
 
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:
@@ -157,7 +202,7 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep"],
+    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "planted"],
                     help="which diagnostic")
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--limit", type=int, default=300,
@@ -167,6 +212,8 @@ def main() -> None:
     ap.add_argument("--layers", default="0", help="marker-share: marking layers")
     ap.add_argument("--query", default="input", choices=["last", "input", "generated"],
                     help="marker-share: marking query (generated: from the positions that write the answer)")
+    ap.add_argument("--backbone", metavar="DIR",
+                    help="a saved backbone (e.g. bench/backbone.py --save DIR) instead of the registered one")
     ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical", "label+bm25"],
                     help="marker-share: the weak labels")
     args = ap.parse_args()
@@ -180,7 +227,12 @@ def main() -> None:
 
     spec = get_task(args.task)
     mlflow_tracking.configure(ROOT)
-    backbone, _ = resolve_backbone(spec.name, None, ROOT)
+    if args.backbone:
+        from components.backbone.model import load_backbone
+
+        backbone = load_backbone(args.backbone)
+    else:
+        backbone, _ = resolve_backbone(spec.name, None, ROOT)
     qfile, ofile = split_files(spec.name, "time/train" if args.what == "weak-labels" else "time/test", ROOT / "data")
     questions = read_questions(qfile, spec)[:args.limit]
     relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
@@ -191,6 +243,8 @@ def main() -> None:
         weak_labels(spec, questions, read_golds(ofile, spec), relevance)
     elif args.what == "inference-sweep":
         inference_sweep(spec, backbone, questions, relevance)
+    elif args.what == "planted":
+        planted(spec, backbone, questions, relevance)
     else:
         marker_share(spec, backbone, args, questions, relevance)
 
