@@ -70,12 +70,13 @@ def minilm_parameters() -> tuple[int, int]:
     return cfg.hidden_size, sum(p.numel() for p in model.parameters())
 
 
-def account(model, backbone: str, pplug_bridge_rank: int = 0) -> list[Row]:
-    """The rows of one backbone; `pplug_bridge_rank`: PPlug's shared bridge LoRA (0: the paper's frozen LLM)."""
+def account(model, backbone: str, pplug_bridge_rank: int = 0, tap_per=None) -> list[Row]:
+    """The rows of one backbone; `pplug_bridge_rank`: PPlug's shared bridge LoRA (0: the paper's
+    frozen LLM); `tap_per`: TAP-PER's model settings (a `TapPerConfig`; its defaults if None)."""
     from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
 
     hidden = model.config.hidden_size
-    tcfg = TapPerConfig()
+    tcfg = tap_per or TapPerConfig()
     with torch.device("meta"):
         prefix = TapPerPrefix(hidden, num_users=1, cfg=tcfg)
     bridge, _ = lora_scalars(model, tcfg.bridge_rank, tcfg.bridge_roles)
@@ -110,10 +111,11 @@ def accounting_table(rows: list[Row], users: list[int]) -> str:
 
 
 def accounting_for(embedded, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
-                   users=(1, 100, 1000, 1_000_000), pplug_bridge_rank: int = 0) -> str:
+                   users=(1, 100, 1000, 1_000_000), pplug_bridge_rank: int = 0, tap_per=None) -> str:
     """The accounting table (Markdown) for the demo backbone (`embedded`: the
     `backbone.embedded` settings) and/or the Llama architectures built on the meta device
-    (`pplug_bridge_rank`: the `pplug.bridge_rank` setting)."""
+    (`pplug_bridge_rank`: the `pplug.bridge_rank` setting; `tap_per`: the `tap_per` model
+    settings, a `TapPerConfig`)."""
     rows = []
     for name in backbones:
         if name == "demo":
@@ -122,5 +124,5 @@ def accounting_for(embedded, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
                                intermediate_size=embedded.intermediate_size, vocab_size=512)
         else:
             model = meta_llama(name)
-        rows += account(model, name, pplug_bridge_rank)
+        rows += account(model, name, pplug_bridge_rank, tap_per)
     return accounting_table(rows, list(users))

@@ -30,6 +30,14 @@ def test_pplug_counts_its_bridge_as_shared_and_keeps_nothing_per_user():
     assert bridged.shared - plain.shared == 32 * 3 * 4 * (4096 + 4096)     # r=4 on q, k, v of 32 layers
 
 
+def test_tap_per_rows_follow_the_settings_given():
+    model = meta_llama("llama-2-7b")
+    longer = account(model, "llama-2-7b", tap_per=TapPerConfig(prefix_length=16, bridge_rank=8))[0]
+    default = account(model, "llama-2-7b")[0]
+    assert longer.per_user == 2 * default.per_user == 16 * 4096
+    assert "r=8" in longer.note and longer.shared > default.shared
+
+
 def test_llama31_shared_matches_reference_budget():
     tap = account(meta_llama("llama-3.1-8b"), "llama-3.1-8b")[0]
     assert tap.shared == pytest.approx(203.7e6, rel=0.002)   # 67.1 M + 134.3 M + 2.36 M bridge
