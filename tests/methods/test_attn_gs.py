@@ -296,5 +296,10 @@ def test_generated_query_reads_the_rows_that_generate_the_answer(tiny, synth_roo
         assert torch.allclose(got, expected, atol=1e-5)
         assert torch.allclose(got.sum(-1), torch.ones(got.shape[0]), atol=1e-5)     # padding gets nothing
         assert len(pooled[b]) == len(p.item_spans) and float(pooled[b].sum()) <= 1 + 1e-5
+    long_gold = " ".join([golds[qs[0].id]] * (tiny.max_length + 10))                # cut to the window
+    with torch.no_grad(), capture_attention(model, "0", "generated", skip_rest=True) as modules:
+        assert len(item_attention(tiny, prompts[:1], modules, config, answers=[long_gold])[0]) == 3
+        if not tiny.is_encoder_decoder:
+            assert modules[0]._persona_rows[-1].shape[-1] == tiny.max_length
     with pytest.raises(ValueError, match="needs the answers"), capture_attention(model, "0", "generated") as modules:
         item_attention(tiny, prompts, modules, config)

@@ -247,13 +247,16 @@ def _append_answers(backbone: Backbone, inputs: dict, offsets: torch.Tensor, ans
             positions[b, :max(1, len(a))] = torch.arange(max(1, len(a)))
         return {**inputs, "decoder_input_ids": dec.to(backbone.device)}, offsets, positions
     keep = inputs["attention_mask"].bool().cpu()
-    rows = [(inputs["input_ids"][b].cpu()[keep[b]], offsets[b][keep[b]], torch.tensor(a, dtype=torch.long))
-            for b, a in enumerate(ids)]
+    rows = []
+    for b, a in enumerate(ids):
+        prompt = inputs["input_ids"][b].cpu()[keep[b]]
+        a = a[:max(0, backbone.max_length - len(prompt))]          # a gold answer longer than the room left
+        rows.append((prompt, offsets[b][keep[b]], torch.tensor(a, dtype=torch.long)))
     width = max(len(p) + len(a) for p, _, a in rows)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     new_offsets = torch.zeros((len(rows), width, 2), dtype=offsets.dtype)
-    positions = torch.full((len(rows), max(1, max(len(a) for a in ids))), -1, dtype=torch.long)
+    positions = torch.full((len(rows), max(1, max(len(a) for _, _, a in rows))), -1, dtype=torch.long)
     for b, (p, off, a) in enumerate(rows):
         shift = width - len(p) - len(a)                      # left padding, as in generation
         input_ids[b, shift:] = torch.cat([p, a])
