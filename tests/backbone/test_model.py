@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from components.backbone.lora import add_lora, attention_targets, count_trainable
-from components.backbone.model import Backbone, BackboneError, load_backbone, save_backbone
+from components.backbone.model import BackboneError, load_backbone, save_backbone
 
 
 def test_loads_by_path_with_the_right_class(tiny):
