@@ -23,7 +23,8 @@ attention) over every marking setting, next to random marking.
 relevant item (the newest) among 3 random others of the profile, either in date order (as
 every prompt is built; the relevant item is then often the newest, so a recency-biased
 attention looks right) or at a random place (dates dropped, so the marker keeps the order);
-precision@1 of every marking setting, next to chance (0.25) and to "the newest item".
+precision@1 of every marking setting, next to chance (0.25) and to "the last item shown"
+(the newest, in date order).
 
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
@@ -153,9 +154,8 @@ def planted(spec, backbone, questions, relevance) -> None:
             else:                                   # the marker sorts by date: drop the dates
                 items = [dataclasses.replace(p, date=None) for p in items]
             cases.append((dataclasses.replace(q, profile=items), good[-1].id))
-        newest = sum(max(q.profile, key=lambda p: p.date or "").id == g for q, g in cases) / len(cases)
-        print(f"  {order}: {len(cases)} prompts; chance 0.250; the newest item "
-              f"{newest if order == 'date order' else 0.25:.3f}", flush=True)
+        last = sum(q.profile[-1].id == g for q, g in cases) / len(cases)     # in date order: the newest
+        print(f"  {order}: {len(cases)} prompts; chance 0.250; the last item shown {last:.3f}", flush=True)
         for hide, query, layers, pool, heads in _settings():
             marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=1,
                                     hide_outputs=hide, query=query)
