@@ -1,6 +1,7 @@
 """The embedded backbone's training contexts (`backbone.embedded.mix_*` in params.yaml)."""
 
 import random
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ from components.lamp.tasks import get_task
 from components.retrieval.rankers import rank_bm25
 
 SPEC = get_task("LaMP-2")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_each_mix_draws_its_kind_of_context(synth_root):
@@ -37,7 +39,7 @@ def test_each_mix_draws_its_kind_of_context(synth_root):
 
 
 def test_mix_fractions_over_one_are_refused(tmp_path):
-    params = yaml.safe_load(open("params.yaml"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["profiles"]["demo"]["backbone"]["embedded"]["mix_planted"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match=r"backbone\.embedded[\s\S]*mix_planted = 1\.35 > 1"):
