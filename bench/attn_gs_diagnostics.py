@@ -26,11 +26,19 @@ attention looks right) or at a random place (dates dropped, so the marker keeps 
 precision@1 of every marking setting, next to chance (0.25) and to "the last item shown"
 (the newest, in date order).
 
+`positions`: what the frozen backbone *answers*, not where it looks: accuracy/MAE with the
+newest ground-truth relevant item shown first, last or at a random place among 3 random
+non-relevant items, next to 4 non-relevant items alone. A backbone that matches the input
+against the items answers as well with the relevant item first as last; one that copies
+the newest item's output only gains when it is last, and then no reading of its attention
+can find the relevant item by content.
+
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
     python bench/attn_gs_diagnostics.py weak-labels [--task LaMP-3] [--limit 500]
     python bench/attn_gs_diagnostics.py inference-sweep [--task LaMP-3] [--limit 200]
     python bench/attn_gs_diagnostics.py planted [--task LaMP-3] [--limit 300] [--backbone DIR]
+    python bench/attn_gs_diagnostics.py positions [--task LaMP-3] [--limit 300] [--backbone DIR]
 """
 
 from __future__ import annotations
@@ -113,19 +121,22 @@ def weak_labels(spec, questions, golds, relevance) -> None:
               f"recall {right / max(rel, 1):.2f}", flush=True)
 
 
-def _settings():
-    """Every marking setting the sweeps try: outputs shown/hidden, query, layer, item pooling, heads."""
+def _settings(per_head: int = 0):
+    """Every marking setting the sweeps try: outputs shown/hidden, query, layer, item pooling,
+    heads (mean, max, and with `per_head` heads each head alone, summed over an item)."""
     import itertools
 
-    return itertools.product([False, True], ["last", "input", "generated"], ["0", "1"], ["max", "sum", "mean"],
-                             ["mean", "max"])
+    yield from itertools.product([False, True], ["last", "input", "generated"], ["0", "1"], ["max", "sum", "mean"],
+                                 ["mean", "max"])
+    yield from itertools.product([False, True], ["last", "input", "generated"], ["0", "1"], ["sum"],
+                                 [str(h) for h in range(per_head)])
 
 
-def inference_sweep(spec, backbone, questions, relevance) -> None:
+def inference_sweep(spec, backbone, questions, relevance, per_head: int = 0) -> None:
     from components.methods.attn_gs.marking import Marker, MarkingConfig, random_scores
 
     print(f"  random marking: precision@2 {precision_at_2([random_scores(q) for q in questions], questions, relevance):.3f}")
-    for hide, query, layers, pool, heads in _settings():
+    for hide, query, layers, pool, heads in _settings(per_head):
         marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=2,
                                 hide_outputs=hide, query=query)
         p2 = precision_at_2(Marker(backbone, marking).score(spec, questions), questions, relevance)
@@ -133,36 +144,63 @@ def inference_sweep(spec, backbone, questions, relevance) -> None:
               f"heads {heads:<4} precision@2 {p2:.3f}", flush=True)
 
 
-def planted(spec, backbone, questions, relevance) -> None:
-    import dataclasses
+def _planted(questions, relevance, others: int = 3, places: int = 4):
+    """(question, its newest relevant item, `others` random non-relevant items, a random
+    place among `places`) for every question that has them; one fixed random draw."""
     import random
+
+    rng, out = random.Random(0), []
+    for q in questions:
+        relevant = set(relevance.get(q.id, {}).get("relevant", []))
+        good = [p for p in q.profile if p.id in relevant]
+        bad = [p for p in q.profile if p.id not in relevant]
+        if good and len(bad) >= others:
+            out.append((q, good[-1], rng.sample(bad, others), rng.randrange(places)))
+    return out
+
+
+def planted(spec, backbone, questions, relevance, per_head: int = 0) -> None:
+    import dataclasses
 
     from components.methods.attn_gs.marking import Marker, MarkingConfig
 
     for order in ("date order", "random place"):
-        rng, cases = random.Random(0), []
-        for q in questions:
-            relevant = set(relevance.get(q.id, {}).get("relevant", []))
-            good = [p for p in q.profile if p.id in relevant]
-            bad = [p for p in q.profile if p.id not in relevant]
-            if not good or len(bad) < 3:
-                continue
-            items = rng.sample(bad, 3)
-            items.insert(rng.randrange(4), good[-1])
+        cases = []
+        for q, good, bad, place in _planted(questions, relevance):
+            items = list(bad)
+            items.insert(place, good)
             if order == "date order":
                 items.sort(key=lambda p: p.date or "")
             else:                                   # the marker sorts by date: drop the dates
                 items = [dataclasses.replace(p, date=None) for p in items]
-            cases.append((dataclasses.replace(q, profile=items), good[-1].id))
+            cases.append((dataclasses.replace(q, profile=items), good.id))
         last = sum(q.profile[-1].id == g for q, g in cases) / len(cases)     # in date order: the newest
         print(f"  {order}: {len(cases)} prompts; chance 0.250; the last item shown {last:.3f}", flush=True)
-        for hide, query, layers, pool, heads in _settings():
+        for hide, query, layers, pool, heads in _settings(per_head):
             marking = MarkingConfig(layers=layers, head_aggregation=heads, token_pooling=pool, rule="top_k", top_k=1,
                                     hide_outputs=hide, query=query)
             scores = Marker(backbone, marking).score(spec, [q for q, _ in cases])
             hit = sum(q.profile[max(range(len(s)), key=s.__getitem__)].id == g for (q, g), s in zip(cases, scores))
             print(f"    outputs {'hidden' if hide else 'shown ':<6} query {query:<9} layer {layers} pooling {pool:<4} "
                   f"heads {heads:<4} precision@1 {hit / len(cases):.3f}", flush=True)
+
+
+def positions(spec, backbone, questions, golds, relevance) -> None:
+    from components.lamp.metrics import score_texts
+    from components.lamp.prompts import build_prompt
+
+    cases = _planted(questions, relevance, others=4, places=4)
+    shows = {"4 non-relevant, no relevant item": lambda good, bad, place: bad,
+             "relevant item first": lambda good, bad, place: [good] + bad[:3],
+             "relevant item at a random place": lambda good, bad, place: bad[:place] + [good] + bad[place:3],
+             "relevant item last": lambda good, bad, place: bad[:3] + [good]}
+    print(f"  {len(cases)} questions; items in the order given (dates not shown in LaMP prompts)")
+    for name, show in shows.items():
+        prompts = [build_prompt(spec, q.input, show(good, bad, place), backbone.max_length - spec.max_new_tokens - 2,
+                                backbone.tokenize, backbone.detokenize).text for q, good, bad, place in cases]
+        outs = backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
+        m = score_texts(spec, outs, [golds[q.id] for q, *_ in cases])
+        print(f"  {name:<34} {spec.primary_metric} {m[spec.primary_metric]:.3f}", flush=True)
 
 
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:
@@ -202,7 +240,7 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "planted"],
+    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "planted", "positions"],
                     help="which diagnostic")
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--limit", type=int, default=300,
@@ -212,6 +250,8 @@ def main() -> None:
     ap.add_argument("--layers", default="0", help="marker-share: marking layers")
     ap.add_argument("--query", default="input", choices=["last", "input", "generated"],
                     help="marker-share: marking query (generated: from the positions that write the answer)")
+    ap.add_argument("--per-head", action="store_true",
+                    help="inference-sweep, planted: also each attention head alone")
     ap.add_argument("--backbone", metavar="DIR",
                     help="a saved backbone (e.g. bench/backbone.py --save DIR) instead of the registered one")
     ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical", "label+bm25"],
@@ -237,14 +277,18 @@ def main() -> None:
     questions = read_questions(qfile, spec)[:args.limit]
     relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
     print(f"{spec.name}: {args.what}")
+    config = backbone.model.config
+    heads = (getattr(config, "num_attention_heads", None) or config.num_heads) if args.per_head else 0
     if args.what == "formats":
         formats(spec, backbone, questions, read_golds(ofile, spec), relevance)
     elif args.what == "weak-labels":
         weak_labels(spec, questions, read_golds(ofile, spec), relevance)
     elif args.what == "inference-sweep":
-        inference_sweep(spec, backbone, questions, relevance)
+        inference_sweep(spec, backbone, questions, relevance, heads)
     elif args.what == "planted":
-        planted(spec, backbone, questions, relevance)
+        planted(spec, backbone, questions, relevance, heads)
+    elif args.what == "positions":
+        positions(spec, backbone, questions, read_golds(ofile, spec), relevance)
     else:
         marker_share(spec, backbone, args, questions, relevance)
 

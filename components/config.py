@@ -85,6 +85,7 @@ class EmbeddedSettings(_Strict):
     mix_bm25: float = Field(0.45, ge=0, le=1)
     mix_random: float = Field(0.25, ge=0, le=1)
     mix_planted: float = Field(0.0, ge=0, le=1, description="BM25's best item among k-1 random others")
+    planted_shuffle: bool = Field(False, description="planted prompts in random order instead of date order")
     profile_label_loss: bool = True
     seed: int = 0
 
@@ -209,7 +210,8 @@ class PPlugSettings(_Strict):
 class AttnGSSettings(_Strict):
     """Attn-GS (issue 4): marker and compressor; choices documented in docs/attn-gs.md."""
     layers: str = Field("middle", description="marking layers: middle | last | all | indices like '0,1'")
-    head_aggregation: Literal["mean", "max"] = "mean"
+    head_aggregation: str = Field("mean", pattern=r"^(mean|max|[0-9]+)$",
+                                  description="mean | max over heads, or one head's index")
     token_pooling: Literal["mean", "max", "sum"] = "mean"
     rule: Literal["alpha", "top_p", "top_k"] = "top_k"
     alpha: float = Field(0.5, gt=0, le=1)

@@ -53,6 +53,7 @@ class EmbeddedConfig:
     mix_random: float = 0.25
     mix_planted: float = 0.0           # BM25's best item among k-1 random others; the rest: every item that fits
     profile_label_loss: bool = True
+    planted_shuffle: bool = False      # planted prompts in random order instead of date order
     history_examples: bool = True      # also train on profile items turned into questions
     history_share: float = 0.5
     seed: int = 0
@@ -120,7 +121,10 @@ def training_context(spec: TaskSpec, q: Question, cfg: EmbeddedConfig, rng: rand
     if r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random + cfg.mix_planted:
         best = rank_bm25(spec, q)[0]
         others = rank_random(spec, q, seed=rng.randrange(1 << 30))
-        return select_items(q.profile, [best] + [i for i in others if i != best], k)
+        items = select_items(q.profile, [best] + [i for i in others if i != best], k)
+        if cfg.planted_shuffle:
+            rng.shuffle(items)
+        return items
     return select_items(q.profile, list(range(len(q.profile))), None)
 
 

@@ -30,6 +30,11 @@ def test_each_mix_draws_its_kind_of_context(synth_root):
         assert 1 <= len(planted) <= 4 and best in planted                # the best match, among others
         dates = [p.date for p in planted]
         assert dates == sorted(dates)                                     # in date order, as at inference
+    # planted_shuffle: the same items, in random order (the relevant one is not always the newest)
+    shuffled = EmbeddedConfig(mix_none=0, mix_bm25=0, mix_random=0, mix_planted=1, planted_shuffle=True)
+    draws = [training_context(SPEC, q, shuffled, rng, 4) for q in qs for _ in range(5)]
+    assert all(q.profile[rank_bm25(SPEC, q)[0]] in d for q, d in zip([q for q in qs for _ in range(5)], draws))
+    assert any([p.date for p in d] != sorted(p.date for p in d) for d in draws)
     # the planted item's companions are not BM25's next best: over many draws they vary
     q = qs[0]
     companions = {frozenset(p.id for p in training_context(SPEC, q, only["planted"], rng, 4)) for _ in range(30)}

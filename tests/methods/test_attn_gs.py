@@ -1,6 +1,7 @@
 """Attn-GS on tiny decoder-only and encoder-decoder backbones (issue 4)."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -82,6 +83,22 @@ def test_marker_scores_every_item_even_beyond_the_window(tiny, synth_root):
     small.tokenizer.model_max_length = 90
     chunked = marker_small.score(SPEC, [q])[0]
     assert len(chunked) == len(q.profile) and all(s > 0 for s in chunked)
+
+
+def test_one_head_scores_average_to_the_mean_over_heads_and_a_missing_head_is_named(tiny, synth_root):
+    qs, _ = _questions(synth_root, 2)
+    qs = [dataclasses.replace(q, profile=q.profile[:5]) for q in qs]
+    config = MarkingConfig(layers="1", token_pooling="sum")
+    heads = getattr(tiny.model.config, "num_attention_heads", None) or tiny.model.config.num_heads
+    each = [Marker(tiny, MarkingConfig(layers="1", token_pooling="sum", head_aggregation=str(h))).score(SPEC, qs)
+            for h in range(heads)]
+    mean = Marker(tiny, config).score(SPEC, qs)
+    for b in range(len(qs)):
+        averaged = torch.tensor([row[b] for row in each]).mean(0)
+        assert torch.allclose(averaged, torch.tensor(mean[b]), atol=1e-6)
+    assert any(each[0][b] != each[1][b] for b in range(len(qs)))          # the heads differ
+    with pytest.raises(ValueError, match=f"head_aggregation {heads}: the marking layers have {heads} heads"):
+        Marker(tiny, MarkingConfig(layers="1", head_aggregation=str(heads))).score(SPEC, qs)
 
 
 def test_marking_rules_and_precision_recall():

@@ -35,7 +35,7 @@ CAPTURE = "persona_attn_capture"
 @dataclass(frozen=True)
 class MarkingConfig:
     layers: str = "middle"       # "middle", "last", "all", or comma-separated layer indices ("0,1")
-    head_aggregation: str = "mean"   # mean | max over heads
+    head_aggregation: str = "mean"   # mean | max over heads, or one head's index ("2")
     token_pooling: str = "mean"      # mean | max | sum over an item's tokens
     rule: str = "alpha"          # alpha: score > alpha*max | top_p: smallest set with top_p of the mass | top_k
     alpha: float = 0.5
@@ -309,7 +309,14 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
     except _Captured:
         pass
     rows = torch.stack([m._persona_rows[-1] for m in modules]).mean(0)          # [B, heads, T]
-    rows = rows.mean(1) if config.head_aggregation == "mean" else rows.amax(1)   # [B, T]
+    if config.head_aggregation.isdigit():                                          # one head
+        head = int(config.head_aggregation)
+        if head >= rows.shape[1]:
+            raise ValueError(f"attn_gs.head_aggregation {head}: the marking layers have {rows.shape[1]} heads "
+                             f"(0-{rows.shape[1] - 1})")
+        rows = rows[:, head]
+    else:
+        rows = rows.mean(1) if config.head_aggregation == "mean" else rows.amax(1)   # [B, T]
     valid = inputs["attention_mask"].bool().cpu() & (offsets[..., 1] > offsets[..., 0])
     out = []
     for b, prompt in enumerate(prompts):
