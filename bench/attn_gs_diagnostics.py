@@ -28,10 +28,13 @@ precision@1 of every marking setting, next to chance (0.25) and to "the last ite
 
 `positions`: what the frozen backbone *answers*, not where it looks: accuracy/MAE with the
 newest ground-truth relevant item shown first, last or at a random place among 3 random
-non-relevant items, next to 4 non-relevant items alone. A backbone that matches the input
-against the items answers as well with the relevant item first as last; one that copies
-the newest item's output only gains when it is last, and then no reading of its attention
-can find the relevant item by content.
+non-relevant items, next to 4 non-relevant items alone, and to the relevant item's output
+on a non-relevant item's text (at the same random place). A backbone that matches the
+input against the items answers as well with the relevant item first as last, and worse
+when its output stands on another text; one that copies the newest item's output only
+gains when it is last, one that votes over the shown outputs gains as much from the
+output on another text, and then no reading of its attention can find the relevant item
+by its content.
 
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
@@ -185,6 +188,13 @@ def planted(spec, backbone, questions, relevance, per_head: int = 0) -> None:
                   f"heads {heads:<4} precision@1 {hit / len(cases):.3f}", flush=True)
 
 
+def _swap_text(spec, item, donor):
+    """`item` with `donor`'s fields but its own output: the answer without its content."""
+    from components.lamp.records import ProfileItem
+
+    return ProfileItem(item.id, {**donor.fields, spec.label_field: item.fields[spec.label_field]}, item.date)
+
+
 def positions(spec, backbone, questions, golds, relevance) -> None:
     from components.lamp.metrics import score_texts
     from components.lamp.prompts import build_prompt
@@ -193,14 +203,17 @@ def positions(spec, backbone, questions, golds, relevance) -> None:
     shows = {"4 non-relevant, no relevant item": lambda good, bad, place: bad,
              "relevant item first": lambda good, bad, place: [good] + bad[:3],
              "relevant item at a random place": lambda good, bad, place: bad[:place] + [good] + bad[place:3],
-             "relevant item last": lambda good, bad, place: bad[:3] + [good]}
+             "relevant item last": lambda good, bad, place: bad[:3] + [good],
+             "its output on another item's text, random place":
+                 lambda good, bad, place: bad[:place] + [_swap_text(spec, good, bad[3])] + bad[place:3]}
     print(f"  {len(cases)} questions; items in the order given (dates not shown in LaMP prompts)")
+    print(f"  {'shown':<50} {spec.primary_metric}")
     for name, show in shows.items():
         prompts = [build_prompt(spec, q.input, show(good, bad, place), backbone.max_length - spec.max_new_tokens - 2,
                                 backbone.tokenize, backbone.detokenize).text for q, good, bad, place in cases]
         outs = backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
         m = score_texts(spec, outs, [golds[q.id] for q, *_ in cases])
-        print(f"  {name:<34} {spec.primary_metric} {m[spec.primary_metric]:.3f}", flush=True)
+        print(f"  {name:<50} {m[spec.primary_metric]:.3f}", flush=True)
 
 
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:
