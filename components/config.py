@@ -212,6 +212,11 @@ class AttnGSSettings(_Strict):
     layers: str = Field("middle", description="marking layers: middle | last | all | indices like '0,1'")
     head_aggregation: str = Field("mean", pattern=r"^(mean|max|[0-9]+)$",
                                   description="mean | max over heads, or one head's index")
+
+    @field_validator("head_aggregation", mode="before")
+    @classmethod
+    def _head_index(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v     # `head_aggregation: 2`
     token_pooling: Literal["mean", "max", "sum"] = "mean"
     rule: Literal["alpha", "top_p", "top_k"] = "top_k"
     alpha: float = Field(0.5, gt=0, le=1)

@@ -99,6 +99,11 @@ def test_one_head_scores_average_to_the_mean_over_heads_and_a_missing_head_is_na
     assert any(each[0][b] != each[1][b] for b in range(len(qs)))          # the heads differ
     with pytest.raises(ValueError, match=f"head_aggregation {heads}: the marking layers have {heads} heads"):
         Marker(tiny, MarkingConfig(layers="1", head_aggregation=str(heads))).score(SPEC, qs)
+    from components.config import AttnGSSettings
+
+    assert AttnGSSettings(head_aggregation=1).head_aggregation == "1"        # params.yaml: `head_aggregation: 1`
+    with pytest.raises(ValueError, match="head_aggregation"):
+        AttnGSSettings(head_aggregation="first")
 
 
 def test_marking_rules_and_precision_recall():
