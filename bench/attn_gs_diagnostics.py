@@ -203,9 +203,10 @@ def positions(spec, backbone, questions, golds, relevance) -> None:
     shows = {"4 non-relevant, no relevant item": lambda good, bad, place: bad,
              "relevant item first": lambda good, bad, place: [good] + bad[:3],
              "relevant item at a random place": lambda good, bad, place: bad[:place] + [good] + bad[place:3],
-             "relevant item last": lambda good, bad, place: bad[:3] + [good],
-             "its output on another item's text, random place":
-                 lambda good, bad, place: bad[:place] + [_swap_text(spec, good, bad[3])] + bad[place:3]}
+             "relevant item last": lambda good, bad, place: bad[:3] + [good]}
+    if spec.label_field:                                        # LaMP-7's items have no output field
+        shows["its output on another item's text, random place"] = \
+            lambda good, bad, place: bad[:place] + [_swap_text(spec, good, bad[3])] + bad[place:3]
     print(f"  {len(cases)} questions; items in the order given (dates not shown in LaMP prompts)")
     print(f"  {'shown':<50} {spec.primary_metric}")
     for name, show in shows.items():
