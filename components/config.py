@@ -212,11 +212,6 @@ class AttnGSSettings(_Strict):
     layers: str = Field("middle", description="marking layers: middle | last | all | indices like '0,1'")
     head_aggregation: str = Field("mean", pattern=r"^(mean|max|[0-9]+)$",
                                   description="mean | max over heads, or one head's index")
-
-    @field_validator("head_aggregation", mode="before")
-    @classmethod
-    def _head_index(cls, v):
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v     # `head_aggregation: 2`
     token_pooling: Literal["mean", "max", "sum"] = "mean"
     rule: Literal["alpha", "top_p", "top_k"] = "top_k"
     alpha: float = Field(0.5, gt=0, le=1)
@@ -239,6 +234,11 @@ class AttnGSSettings(_Strict):
     max_train_examples: int = Field(2000, ge=1, description="training questions + history items for the marker")
     max_compressor_questions: int = Field(600, ge=1)
     seed: int = 0
+
+    @field_validator("head_aggregation", mode="before")
+    @classmethod
+    def _head_index(cls, v):
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v     # `head_aggregation: 2`
 
     def configs(self):
         from components.methods.attn_gs.marking import MarkingConfig
