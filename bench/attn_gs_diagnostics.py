@@ -36,12 +36,19 @@ gains when it is last, one that votes over the shown outputs gains as much from 
 output on another text, and then no reading of its attention can find the relevant item
 by its content.
 
+`recall`: can the backbone match at all? The recall prompts of `backbone.embedded.mix_recall`
+on time/test questions: BM25's best item for the input among 1 or 3 other items, each
+relabelled with a different label drawn afresh, in random order; the answer is the best
+item's new label, so only matching the input against the items' texts beats chance
+(1/2, 1/4). Accuracy next to chance.
+
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
     python bench/attn_gs_diagnostics.py weak-labels [--task LaMP-3] [--limit 500]
     python bench/attn_gs_diagnostics.py inference-sweep [--task LaMP-3] [--limit 200]
     python bench/attn_gs_diagnostics.py planted [--task LaMP-3] [--limit 300] [--backbone DIR]
     python bench/attn_gs_diagnostics.py positions [--task LaMP-3] [--limit 300] [--backbone DIR]
+    python bench/attn_gs_diagnostics.py recall [--task LaMP-3] [--limit 300] [--backbone DIR]
 """
 
 from __future__ import annotations
@@ -217,6 +224,25 @@ def positions(spec, backbone, questions, golds, relevance) -> None:
         print(f"  {name:<50} {m[spec.primary_metric]:.3f}", flush=True)
 
 
+def recall(spec, backbone, questions) -> None:
+    import random
+
+    from components.backbone.embedded import recall_context
+    from components.lamp.prompts import build_prompt
+
+    if spec.label_field is None or not spec.labels:
+        raise SystemExit(f"recall needs a task with a closed label set; {spec.name} has none")
+    rng = random.Random(0)
+    for k in (2, 4):
+        cases = [recall_context(spec, q, rng, k) + (q,) for q in questions if len(q.profile) >= k]
+        prompts = [build_prompt(spec, q.input, items, backbone.max_length - spec.max_new_tokens - 2,
+                                backbone.tokenize, backbone.detokenize).text for items, _, q in cases]
+        outs = backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
+        exact = sum(o.strip() == answer for o, (_, answer, _) in zip(outs, cases)) / len(cases)
+        print(f"  {k} items, {len(cases)} prompts: answer = the matching item's label {exact:.3f}; chance {1 / k:.3f}",
+              flush=True)
+
+
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:
     import random
 
@@ -254,7 +280,8 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "planted", "positions"],
+    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "planted", "positions",
+                                     "recall"],
                     help="which diagnostic")
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--limit", type=int, default=300,
@@ -303,6 +330,8 @@ def main() -> None:
         planted(spec, backbone, questions, relevance, heads)
     elif args.what == "positions":
         positions(spec, backbone, questions, read_golds(ofile, spec), relevance)
+    elif args.what == "recall":
+        recall(spec, backbone, questions)
     else:
         marker_share(spec, backbone, args, questions, relevance)
 

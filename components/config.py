@@ -86,14 +86,16 @@ class EmbeddedSettings(_Strict):
     mix_random: float = Field(0.25, ge=0, le=1)
     mix_planted: float = Field(0.0, ge=0, le=1, description="BM25's best item among k-1 random others")
     planted_shuffle: bool = Field(False, description="planted prompts in random order instead of date order")
+    mix_recall: float = Field(0.0, ge=0, le=1, description="recall prompts: BM25's best item among k-1 others, "
+                                                          "each relabelled afresh, in random order")
     profile_label_loss: bool = True
     seed: int = 0
 
     @model_validator(mode="after")
     def _mix_fits(self):
-        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_planted
+        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_planted + self.mix_recall
         if total > 1 + 1e-9:
-            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_planted = {total:g} > 1 "
+            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_planted + mix_recall = {total:g} > 1 "
                              "(the rest of the training prompts show every item that fits)")
         return self
 

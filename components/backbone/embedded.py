@@ -15,7 +15,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import torch
 from components.backbone.model import Backbone
 from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
-from components.lamp.records import Question
+from components.lamp.records import ProfileItem, Question
 from components.lamp.tasks import TASKS, TaskSpec
 from components.retrieval.rankers import rank_bm25, rank_random, select_items
 
@@ -54,6 +54,7 @@ class EmbeddedConfig:
     mix_planted: float = 0.0           # BM25's best item among k-1 random others; the rest: every item that fits
     profile_label_loss: bool = True
     planted_shuffle: bool = False      # planted prompts in random order instead of date order
+    mix_recall: float = 0.0            # recall prompts: BM25's best among k-1 others, fresh labels, random order
     history_examples: bool = True      # also train on profile items turned into questions
     history_share: float = 0.5
     seed: int = 0
@@ -107,31 +108,59 @@ def corpus_of(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, st
     return texts
 
 
-def training_context(spec: TaskSpec, q: Question, cfg: EmbeddedConfig, rng: random.Random, k_max: int):
+def training_context(spec: TaskSpec, q: Question, cfg: EmbeddedConfig, rng: random.Random,
+                     k_max: int) -> tuple[list[ProfileItem], str | None]:
     """The profile items one training prompt shows, drawn by the mix: none, BM25's top k,
-    k random, BM25's best among k-1 random others (`mix_planted`), or every item."""
+    k random, BM25's best among k-1 random others (`mix_planted`), a recall prompt
+    (`mix_recall`), or every item; and the answer that replaces the question's gold
+    (recall prompts only, else None)."""
     r = rng.random()
     k = rng.randint(1, max(1, k_max))
     if r < cfg.mix_none or not q.profile:
-        return []
-    if r < cfg.mix_none + cfg.mix_bm25:
-        return select_items(q.profile, rank_bm25(spec, q), k)
-    if r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random:
-        return select_items(q.profile, rank_random(spec, q, seed=rng.randrange(1 << 30)), k)
-    if r < cfg.mix_none + cfg.mix_bm25 + cfg.mix_random + cfg.mix_planted:
+        return [], None
+    bound = cfg.mix_none + cfg.mix_bm25
+    if r < bound:
+        return select_items(q.profile, rank_bm25(spec, q), k), None
+    bound += cfg.mix_random
+    if r < bound:
+        return select_items(q.profile, rank_random(spec, q, seed=rng.randrange(1 << 30)), k), None
+    bound += cfg.mix_planted
+    if r < bound:
         best = rank_bm25(spec, q)[0]
         others = rank_random(spec, q, seed=rng.randrange(1 << 30))
         items = select_items(q.profile, [best] + [i for i in others if i != best], k)
         if cfg.planted_shuffle:
             rng.shuffle(items)
-        return items
-    return select_items(q.profile, list(range(len(q.profile))), None)
+        return items, None
+    bound += cfg.mix_recall
+    if r < bound:
+        return recall_context(spec, q, rng, k)
+    return select_items(q.profile, list(range(len(q.profile))), None), None
+
+
+def recall_context(spec: TaskSpec, q: Question, rng: random.Random, k: int) -> tuple[list[ProfileItem], str | None]:
+    """An associative-recall prompt: BM25's best item for the input among k-1 other items
+    (at least 2 items in all), in random order, each relabelled with a different label of
+    the task drawn afresh; the answer is the best item's new label. No vote, recency or
+    memorised label predicts it, only matching the input against the items' texts does.
+    Tasks without a closed label set, and profiles of one item, get BM25's top k instead."""
+    if spec.label_field is None or not spec.labels or len(q.profile) < 2:
+        return select_items(q.profile, rank_bm25(spec, q), k), None
+    k = max(2, min(k, len(spec.labels), len(q.profile)))
+    best = rank_bm25(spec, q)[0]
+    chosen = [best] + [i for i in rank_random(spec, q, seed=rng.randrange(1 << 30)) if i != best][: k - 1]
+    labels = rng.sample(list(spec.labels), k)
+    items = [replace(q.profile[i], fields={**q.profile[i].fields, spec.label_field: label})
+             for i, label in zip(chosen, labels)]
+    rng.shuffle(items)
+    return items, labels[0]
 
 
 def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: EmbeddedConfig,
              rng: random.Random, k_max: int, lm: bool):
     """Token ids and labels of one training prompt with a randomly chosen context."""
-    items = training_context(spec, q, cfg, rng, k_max)
+    items, answer = training_context(spec, q, cfg, rng, k_max)
+    gold = gold if answer is None else answer
     answer_ids = backbone.tokenize(gold) + [backbone.tokenizer.eos_token_id]
     budget = cfg.max_length - len(answer_ids) - 1
     prompt = build_prompt(spec, q.input, items, budget, backbone.tokenize, backbone.detokenize)

@@ -23,29 +23,56 @@ def test_each_mix_draws_its_kind_of_context(synth_root):
     rng = random.Random(0)
     for q in qs:
         best = q.profile[rank_bm25(SPEC, q)[0]]
-        assert training_context(SPEC, q, only["none"], rng, 4) == []
-        top = training_context(SPEC, q, only["bm25"], rng, 4)
+        assert training_context(SPEC, q, only["none"], rng, 4) == ([], None)
+        top, answer = training_context(SPEC, q, only["bm25"], rng, 4)
+        assert answer is None                                             # the question's gold stays
         assert {p.id for p in top} == {q.profile[i].id for i in rank_bm25(SPEC, q)[:len(top)]}
-        planted = training_context(SPEC, q, only["planted"], rng, 4)
+        planted, _ = training_context(SPEC, q, only["planted"], rng, 4)
         assert 1 <= len(planted) <= 4 and best in planted                # the best match, among others
         dates = [p.date for p in planted]
         assert dates == sorted(dates)                                     # in date order, as at inference
     # planted_shuffle: the same items, in random order (the relevant one is not always the newest)
     shuffled = EmbeddedConfig(mix_none=0, mix_bm25=0, mix_random=0, mix_planted=1, planted_shuffle=True)
-    draws = [training_context(SPEC, q, shuffled, rng, 4) for q in qs for _ in range(5)]
+    draws = [training_context(SPEC, q, shuffled, rng, 4)[0] for q in qs for _ in range(5)]
     assert all(q.profile[rank_bm25(SPEC, q)[0]] in d for q, d in zip([q for q in qs for _ in range(5)], draws))
     assert any([p.date for p in d] != sorted(p.date for p in d) for d in draws)
     # the planted item's companions are not BM25's next best: over many draws they vary
     q = qs[0]
-    companions = {frozenset(p.id for p in training_context(SPEC, q, only["planted"], rng, 4)) for _ in range(30)}
+    companions = {frozenset(p.id for p in training_context(SPEC, q, only["planted"], rng, 4)[0]) for _ in range(30)}
     assert len(companions) > 3
     everything = EmbeddedConfig(mix_none=0, mix_bm25=0, mix_random=0, mix_planted=0)
-    assert len(training_context(SPEC, q, everything, rng, 4)) == len(q.profile)
+    assert len(training_context(SPEC, q, everything, rng, 4)[0]) == len(q.profile)
+
+
+def test_recall_prompts_relabel_the_items_so_only_matching_finds_the_answer(synth_root):
+    qs = [q for q in read_questions(synth_root / "LaMP-2" / "train_questions.json", SPEC)[:20] if len(q.profile) > 4]
+    recall = EmbeddedConfig(mix_none=0, mix_bm25=0, mix_random=0, mix_planted=0, mix_recall=1)
+    rng, places, answers = random.Random(0), set(), set()
+    original = {p.id: p.fields["tag"] for q in qs for p in q.profile}
+    for q in qs:
+        for k in (1, 4):
+            items, answer = training_context(SPEC, q, recall, rng, k)
+            best = q.profile[rank_bm25(SPEC, q)[0]]
+            assert 2 <= len(items) <= 4                                   # at least one other item to tell apart
+            labels = [p.fields["tag"] for p in items]
+            assert len(set(labels)) == len(labels) and set(labels) <= set(SPEC.labels)
+            shown = {p.id: p for p in items}
+            assert shown[best.id].fields["tag"] == answer                 # the answer is the best match's new label
+            assert shown[best.id].fields["description"] == best.fields["description"]
+            places.add([p.id for p in items].index(best.id))
+            answers.add(answer)
+    assert len(places) > 1 and len(answers) > 3                           # neither its place nor its label is fixed
+    assert original == {p.id: p.fields["tag"] for q in qs for p in q.profile}    # the profiles are not mutated
+    # tasks without a closed label set get BM25's top k and keep their gold
+    headline = get_task("LaMP-4")
+    q = read_questions(synth_root / "LaMP-4" / "train_questions.json", headline)[0]
+    items, answer = training_context(headline, q, recall, rng, 2)
+    assert answer is None and {p.id for p in items} == {q.profile[i].id for i in rank_bm25(headline, q)[:len(items)]}
 
 
 def test_mix_fractions_over_one_are_refused(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["profiles"]["demo"]["backbone"]["embedded"]["mix_planted"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ValueError, match=r"backbone\.embedded[\s\S]*mix_planted = 1\.35 > 1"):
+    with pytest.raises(ValueError, match=r"backbone\.embedded[\s\S]*mix_recall = 1\.35 > 1"):
         load_profile("demo", tmp_path / "params.yaml")
