@@ -40,7 +40,7 @@ by its content.
 on time/test questions: BM25's best item for the input among 1 or 3 other items, each
 relabelled with a different label drawn afresh, in random order; the answer is the best
 item's new label, so only matching the input against the items' texts beats chance
-(1/2, 1/4). Accuracy next to chance.
+(1/2, 1/4). Accuracy next to chance, and how often the answer is one of the shown labels.
 
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
@@ -239,8 +239,10 @@ def recall(spec, backbone, questions) -> None:
                                 backbone.tokenize, backbone.detokenize).text for items, _, q in cases]
         outs = backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
         exact = sum(o.strip() == answer for o, (_, answer, _) in zip(outs, cases)) / len(cases)
-        print(f"  {k} items, {len(cases)} prompts: answer = the matching item's label {exact:.3f}; chance {1 / k:.3f}",
-              flush=True)
+        shown = sum(o.strip() in {p.fields[spec.label_field] for p in items}
+                    for o, (items, _, _) in zip(outs, cases)) / len(cases)
+        print(f"  {k} items, {len(cases)} prompts: answer = the matching item's label {exact:.3f}; chance {1 / k:.3f}; "
+              f"answer = one of the shown labels {shown:.3f}", flush=True)
 
 
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:
