@@ -202,9 +202,17 @@ def _swap_text(spec, item, donor):
     return ProfileItem(item.id, {**donor.fields, spec.label_field: item.fields[spec.label_field]}, item.date)
 
 
+def _answers(spec, backbone, shown) -> list[str]:
+    """The backbone's answers to LaMP's prompts for (task input, items shown) pairs."""
+    from components.lamp.prompts import build_prompt
+
+    prompts = [build_prompt(spec, task_input, items, backbone.max_length - spec.max_new_tokens - 2,
+                            backbone.tokenize, backbone.detokenize).text for task_input, items in shown]
+    return backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
+
+
 def positions(spec, backbone, questions, golds, relevance) -> None:
     from components.lamp.metrics import score_texts
-    from components.lamp.prompts import build_prompt
 
     cases = _planted(questions, relevance, others=4, places=4)
     shows = {"4 non-relevant, no relevant item": lambda good, bad, place: bad,
@@ -217,9 +225,7 @@ def positions(spec, backbone, questions, golds, relevance) -> None:
     print(f"  {len(cases)} questions; items in the order given (dates not shown in LaMP prompts)")
     print(f"  {'shown':<50} {spec.primary_metric}")
     for name, show in shows.items():
-        prompts = [build_prompt(spec, q.input, show(good, bad, place), backbone.max_length - spec.max_new_tokens - 2,
-                                backbone.tokenize, backbone.detokenize).text for q, good, bad, place in cases]
-        outs = backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
+        outs = _answers(spec, backbone, [(q.input, show(good, bad, place)) for q, good, bad, place in cases])
         m = score_texts(spec, outs, [golds[q.id] for q, *_ in cases])
         print(f"  {name:<50} {m[spec.primary_metric]:.3f}", flush=True)
 
@@ -228,16 +234,13 @@ def recall(spec, backbone, questions) -> None:
     import random
 
     from components.backbone.embedded import recall_context
-    from components.lamp.prompts import build_prompt
 
     if spec.label_field is None or not spec.labels:
         raise SystemExit(f"recall needs a task with a closed label set; {spec.name} has none")
     rng = random.Random(0)
     for k in (2, 4):
         cases = [recall_context(spec, q, rng, k) + (q,) for q in questions if len(q.profile) >= k]
-        prompts = [build_prompt(spec, q.input, items, backbone.max_length - spec.max_new_tokens - 2,
-                                backbone.tokenize, backbone.detokenize).text for items, _, q in cases]
-        outs = backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
+        outs = _answers(spec, backbone, [(q.input, items) for items, _, q in cases])
         exact = sum(o.strip() == answer for o, (_, answer, _) in zip(outs, cases)) / len(cases)
         shown = sum(o.strip() in {p.fields[spec.label_field] for p in items}
                     for o, (items, _, _) in zip(outs, cases)) / len(cases)
