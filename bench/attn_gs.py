@@ -1,7 +1,8 @@
 """Benchmark (issue 4): Attn-GS against its equal-budget baselines, one run, same questions.
 
-1. Fine-tunes the marker (task backbone + LoRA, answer loss + attention loss), marks the
-   training profiles, trains the compressor (`components/methods/attn_gs/train.py`).
+1. Fine-tunes the marker (the marking layers' query and key projections and, unless
+   `--no-marker-temperature`, a learned temperature per layer, on the attention loss), marks
+   the training profiles, trains the compressor (`components/methods/attn_gs/train.py`).
 2. Marker quality on the test questions against the generator's ground-truth relevant
    items (`relevance.json`): precision@k / recall@k of the inference-only marker (the
    task backbone as is), the fine-tuned marker, random marking, and BM25 for reference.
@@ -56,6 +57,9 @@ def main() -> None:
     ap.add_argument("--marker-steps", type=int, default=None, help="marker fine-tuning steps (default: params.yaml)")
     ap.add_argument("--supervision", choices=["label", "label+lexical", "label+bm25"], default=None,
                     help="the marker's weak relevance labels (default: params.yaml)")
+    ap.add_argument("--no-marker-temperature", dest="temperature", action="store_const", const=False, default=None,
+                    help="train the marker's query/key projections without the learned temperature "
+                         "(the recipe before 2026-11-23)")
     ap.add_argument("--compressor-steps", type=int, default=1200,
                     help="compressor training steps (params.yaml's pipeline budget is smaller)")
     ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
@@ -82,7 +86,7 @@ def main() -> None:
 
     spec = get_task(args.task)
     given = {"marker_steps": args.marker_steps, "train_budgets": args.train_budgets,
-             "marker_supervision": args.supervision}
+             "marker_supervision": args.supervision, "marker_temperature": args.temperature}
     settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
         "compressor_steps": args.compressor_steps, "max_compressor_questions": args.compressor_questions,
         **{k: v for k, v in given.items() if v is not None}})
@@ -104,7 +108,8 @@ def main() -> None:
                                                 settings.train_budgets, settings.attention_weight, settings.target,
                                                 settings.max_compressor_questions,
                                                 supervision=settings.marker_supervision,
-                                                answer_weight=settings.marker_answer_weight)
+                                                answer_weight=settings.marker_answer_weight,
+                                                temperature=settings.marker_temperature)
     info["train_seconds"] = time.perf_counter() - t0
     print(f"trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
 

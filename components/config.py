@@ -226,6 +226,8 @@ class AttnGSSettings(_Strict):
     marker_answer_weight: float = Field(0.0, ge=0, description="answer loss added to the marker's attention loss")
     marker_steps: int = Field(3000, ge=0)
     marker_lr: float = Field(3e-3, gt=0)
+    marker_temperature: bool = Field(True, description="learn one scale on each marking layer's query and key "
+                                                       "projections (a temperature of its attention)")
     compressor_steps: int = Field(400, ge=1)
     compressor_rank: int = Field(16, ge=1)
     compressor_lr: float = Field(3e-3, gt=0)

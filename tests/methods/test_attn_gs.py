@@ -13,10 +13,10 @@ from components.lamp.prompts import (MARK_END, MARK_START, build_prompt, compact
 from components.lamp.tasks import get_task
 from components.methods import build_method
 from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, item_attention, mark,
-                                                precision_recall_at_k, select_layers)
+                                                precision_recall_at_k, query_span, select_layers)
 from components.methods.attn_gs.method import (AttnGSMethod, TeacherTargets, compression_prompt,
                                                marked_content_target, target_builder)
-from components.methods.attn_gs.train import FinetuneConfig, finetune, finetune_marker
+from components.methods.attn_gs.train import FinetuneConfig, finetune, finetune_marker, learned_temperature
 
 SPEC = get_task("LaMP-2")
 
@@ -268,6 +268,56 @@ def test_marker_fine_tuning_trains_only_the_marking_layers_query_and_key(tiny, s
     assert not any(p.requires_grad for p in marker.model.parameters())
     scores = Marker(marker, MarkingConfig(layers="0", query=query)).score(SPEC, qs[:2])
     assert [len(s) for s in scores] == [len(q.profile) for q in qs[:2]]
+
+
+@pytest.mark.parametrize("query", ["last", "input"])
+def test_learned_temperature_sharpens_the_marking_layer_and_folds_into_its_weights(tiny, synth_root, query):
+    """Inside the block one scale multiplies the marking layer's query and key projections;
+    on exit it is folded into their weights: the same attention, plain parameters again."""
+    qs, _ = _questions(synth_root, 3)
+    prompts = [build_prompt(SPEC, q.input, q.profile[:4], 200, tiny.tokenize, tiny.detokenize) for q in qs]
+    spans = [query_span(SPEC, q.input, p.text) for p, q in zip(prompts, qs)]
+    config = MarkingConfig(layers="0", query=query)
+    model = copy.deepcopy(tiny.model)
+    marker = dataclasses.replace(tiny, model=model)
+
+    def rows():
+        with torch.no_grad(), capture_attention(model, "0", query, skip_rest=True) as modules:
+            return item_attention(marker, prompts, modules, config, spans)
+
+    keys = set(model.state_dict())
+    before, weights = rows(), {k: v.clone() for k, v in model.state_dict().items()}
+    with learned_temperature(model, config) as scales:
+        assert len(scales) == 1 and scales[0].item() == 1.0
+        assert all(torch.allclose(a, b) for a, b in zip(rows(), before))       # starts as the model
+        with torch.no_grad():
+            scales[0].fill_(20.0)
+        sharpened = rows()
+    assert set(model.state_dict()) == keys and not any("parametrizations" in n for n, _ in model.named_modules())
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(rows(), sharpened))        # folded exactly
+    assert not all(torch.allclose(a, b, atol=1e-6, rtol=0) for a, b in zip(sharpened, before))
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(weights[k], v)}
+    assert changed and all(k.endswith((".q.weight", ".k.weight", "q_proj.weight", "k_proj.weight")) for k in changed)
+    assert all(torch.allclose(model.state_dict()[k], 20.0 * weights[k]) for k in changed)
+
+
+def test_learned_temperature_scales_projection_biases_too():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32, attention_bias=True))
+    attn = model.model.layers[1].self_attn
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_()                 # initialised at zero
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with learned_temperature(model, MarkingConfig(layers="last")) as scales:
+        with torch.no_grad():
+            scales[0].fill_(2.0)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {f"model.layers.1.self_attn.{p}_proj.{w}" for p in "qk" for w in ("weight", "bias")}
+    assert torch.allclose(attn.q_proj.bias, 2 * before["model.layers.1.self_attn.q_proj.bias"])
 
 
 def test_captured_rows_over_query_positions_equal_the_eager_mean(tiny, synth_root):

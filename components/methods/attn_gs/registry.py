@@ -40,7 +40,8 @@ def train_and_register(task: str, profile: Profile, backbone_uri: str, repo: str
     marker, compressor, info = train_attn_gs(backbone, spec, pairs, marking, marker_cfg, compressor_cfg,
                                              settings.train_budgets, settings.attention_weight, settings.target,
                                              settings.max_compressor_questions, progress,
-                                             settings.marker_supervision, settings.marker_answer_weight)
+                                             settings.marker_supervision, settings.marker_answer_weight,
+                                             settings.marker_temperature)
     tags = mlflow_tracking.standard_tags(repo, profile=profile.name, backbone=uri,
                                          params_hash=profile.section_hash("attn_gs"))
     params = {**settings.model_dump(), "training_examples": len(pairs)}

@@ -2,7 +2,9 @@
 
 - the **marker** (`finetune_marker`): a copy of the task backbone whose marking layers'
   query and key projections are trained so that their attention puts a larger share on
-  weakly labelled relevant items (`marker_examples`); nothing else changes;
+  weakly labelled relevant items (`marker_examples`), each layer with a learned scale on
+  both (a temperature of its attention, folded into the weights after training); nothing
+  else changes;
 - the **compressor** (`finetune`): a LoRA over a copy of the task backbone, trained with
   the answer-only loss on (compression prompt, compressed context) pairs, then merged
   into a plain model so that it loads, saves and registers like any backbone; the two
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections.abc import Sequence
@@ -135,28 +138,75 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
 def marking_projections(model: torch.nn.Module, marking) -> list[torch.nn.Parameter]:
     """The query and key projection weights (and biases) of the marking layers: what decides
     where those layers attend."""
-    from components.backbone.lora import _ROLE_NAMES
     from components.methods.attn_gs.marking import attention_modules, select_layers
 
     modules = attention_modules(model, marking.query)
-    params = []
+    return [p for i in select_layers(len(modules), marking.layers) for proj in _projections(modules[i])
+            for p in proj.parameters()]
+
+
+class _Scaled(torch.nn.Module):
+    """A parametrization: the tensor times a learned scalar (shared by the modules given the same one)."""
+
+    def __init__(self, scale: torch.nn.Parameter):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor * self.scale
+
+
+@contextlib.contextmanager
+def learned_temperature(model: torch.nn.Module, marking):
+    """Within the block, each marking layer's query and key projections (weights and biases)
+    are multiplied by one learned scalar per layer, starting at 1: its attention logits
+    scale by its square, so the layer can sharpen its attention in a few hundred steps
+    where growing every weight takes thousands (docs/attn-gs.md). Yields the scalars; on
+    exit the scale is folded into the weights, which stay plain parameters."""
+    import torch.nn.utils.parametrize as parametrize
+
+    from components.methods.attn_gs.marking import attention_modules, select_layers
+
+    modules = attention_modules(model, marking.query)
+    scaled, scales = [], []
     for i in select_layers(len(modules), marking.layers):
-        for role in "qk":
-            proj = next((getattr(modules[i], n) for n in _ROLE_NAMES[role] if hasattr(modules[i], n)), None)
-            if proj is None:
-                raise ValueError(f"attention module {type(modules[i]).__name__} has no {role} projection")
-            params += list(proj.parameters())
-    return params
+        scale = torch.nn.Parameter(torch.ones((), device=next(modules[i].parameters()).device))
+        scales.append(scale)
+        for proj in _projections(modules[i]):
+            for name in ("weight", "bias"):
+                if getattr(proj, name, None) is not None:
+                    parametrize.register_parametrization(proj, name, _Scaled(scale))
+                    scaled.append((proj, name))
+    try:
+        yield scales
+    finally:
+        with torch.no_grad():
+            for proj, name in scaled:
+                parametrize.remove_parametrizations(proj, name, leave_parametrized=True)
+
+
+def _projections(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """An attention module's query and key projections."""
+    from components.backbone.lora import _ROLE_NAMES
+
+    found = []
+    for role in "qk":
+        proj = next((getattr(module, n) for n in _ROLE_NAMES[role] if hasattr(module, n)), None)
+        if proj is None:
+            raise ValueError(f"attention module {type(module).__name__} has no {role} projection")
+        found.append(proj)
+    return found
 
 
 def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfig, attention_weight: float = 1.0,
-                    progress: bool = True, supervision: str = "label", answer_weight: float = 0.0
-                    ) -> tuple[Backbone, list[float]]:
+                    progress: bool = True, supervision: str = "label", answer_weight: float = 0.0,
+                    temperature: bool = True) -> tuple[Backbone, list[float]]:
     """The fine-tuned marker: a copy of the task backbone whose marking layers' query and
     key projections are trained so that their attention (from the marking query) puts a
     larger share on the flagged items: those whose output is the answer (`label`), and
     that also share a content word with the input (`label+lexical`) or rank among the
-    shown items' top BM25 matches (`label+bm25`). Loss:
+    shown items' top BM25 matches (`label+bm25`). With `temperature`, each marking layer
+    also learns one scale on both projections (`learned_temperature`). Loss:
     `attention_weight` x -log(share of the items' attention on the flagged items), plus
     `answer_weight` x the answer loss on the same prompts."""
     from tqdm.auto import tqdm
@@ -177,25 +227,27 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
         p.requires_grad_(True)
     tuned = Backbone(model, backbone.tokenizer, name=backbone.name)
     summed = type(marking)(**{**marking.__dict__, "token_pooling": "sum"})
-    opt = torch.optim.Adam(params, lr=cfg.lr)
     rng = random.Random(cfg.seed)
     losses: list[float] = []
     model.train()
-    bar = tqdm(range(cfg.steps), desc="fine-tune marker", disable=not progress, mininterval=2)
-    for step in bar:
-        batch = rng.sample(examples, min(cfg.batch_size, len(examples)))
-        with capture_attention(model, marking.layers, marking.query, skip_rest=True) as modules:
-            rows = item_attention(tuned, [e[0] for e in batch], modules, summed, [e[3] for e in batch],
-                                  [e[1] for e in batch])      # query `generated`: from the gold answer
-        # the share of the items' attention on the flagged items (moving mass from the
-        # template and the input onto all items alike would not separate anything)
-        loss = attention_weight * torch.stack([
-            -torch.log((r[torch.tensor(e[2], device=r.device)].sum() / r.sum().clamp(min=1e-9)).clamp(min=1e-6))
-            for r, e in zip(rows, batch)]).mean()
-        if answer_weight:
-            loss = loss + answer_weight * answer_loss(tuned, [e[0].text for e in batch], [e[1] for e in batch])
-        _optimise(opt, params, loss, losses, bar, step)
-    bar.close()
+    with learned_temperature(model, marking) if temperature else contextlib.nullcontext([]) as scales:
+        trained = params + list(scales)
+        opt = torch.optim.Adam(trained, lr=cfg.lr)
+        bar = tqdm(range(cfg.steps), desc="fine-tune marker", disable=not progress, mininterval=2)
+        for step in bar:
+            batch = rng.sample(examples, min(cfg.batch_size, len(examples)))
+            with capture_attention(model, marking.layers, marking.query, skip_rest=True) as modules:
+                rows = item_attention(tuned, [e[0] for e in batch], modules, summed, [e[3] for e in batch],
+                                      [e[1] for e in batch])      # query `generated`: from the gold answer
+            # the share of the items' attention on the flagged items (moving mass from the
+            # template and the input onto all items alike would not separate anything)
+            loss = attention_weight * torch.stack([
+                -torch.log((r[torch.tensor(e[2], device=r.device)].sum() / r.sum().clamp(min=1e-9)).clamp(min=1e-6))
+                for r, e in zip(rows, batch)]).mean()
+            if answer_weight:
+                loss = loss + answer_weight * answer_loss(tuned, [e[0].text for e in batch], [e[1] for e in batch])
+            _optimise(opt, trained, loss, losses, bar, step)
+        bar.close()
     model.eval()
     for p in params:
         p.requires_grad_(False)
@@ -205,8 +257,8 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
 def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: FinetuneConfig,
                   compressor_cfg: FinetuneConfig, budgets, attention_weight: float = 1.0,
                   target: str = "marked-content", max_compressor_questions: int = 600,
-                  progress: bool = True, supervision: str = "label", answer_weight: float = 0.0
-                  ) -> tuple[Backbone, Backbone, dict]:
+                  progress: bool = True, supervision: str = "label", answer_weight: float = 0.0,
+                  temperature: bool = True) -> tuple[Backbone, Backbone, dict]:
     """Fine-tune the marker -> mark the training profiles -> train the compressor.
     Returns (marker, compressor, info with losses and seconds per step)."""
     import time
@@ -216,7 +268,7 @@ def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: Finetune
 
     t0 = time.perf_counter()
     marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, attention_weight, progress,
-                                            supervision, answer_weight)
+                                            supervision, answer_weight, temperature)
     t1 = time.perf_counter()
     rng = random.Random(compressor_cfg.seed)
     questions = [q for q, _ in pairs if q.profile]
