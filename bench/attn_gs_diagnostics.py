@@ -7,9 +7,10 @@ the item with 3 words of its text, and the item as LaMP writes it; accuracy/MAE 
 mean context tokens on the first N time/test questions.
 
 `marker-share`: can the marker's q/k projections learn where to look? Trains them as
-`finetune_marker` does (the attention loss only) on the training prompts and reports the
-share of the items' attention on the flagged items for 64 held-out prompts before and
-after, next to chance (the flagged fraction), plus precision@2 against the ground truth.
+`finetune_marker` does (the attention loss only; with the learned temperature unless
+`--no-temperature`), once per seed, on the training prompts and reports the share of the
+items' attention on the flagged items for 64 held-out prompts before and after, next to
+chance (the flagged fraction), plus precision@2 against the ground truth.
 
 `weak-labels`: how precise the marker's weak labels are against the ground truth, per
 profile item of the first N time/train questions: `label` (the item's output is the
@@ -43,7 +44,8 @@ item's new label, so only matching the input against the items' texts beats chan
 (1/2, 1/4). Accuracy next to chance, and how often the answer is one of the shown labels.
 
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
-    python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label]
+    python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label] \
+        [--seeds 0 1 2] [--no-temperature]
     python bench/attn_gs_diagnostics.py weak-labels [--task LaMP-3] [--limit 500]
     python bench/attn_gs_diagnostics.py inference-sweep [--task LaMP-3] [--limit 200]
     python bench/attn_gs_diagnostics.py planted [--task LaMP-3] [--limit 300] [--backbone DIR]
@@ -274,13 +276,16 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
         return precision_at_2(Marker(bb, marking).score(spec, test_questions), test_questions, relevance)
 
     chance = sum(sum(e[2]) / len(e[2]) for e in held_out) / len(held_out)
-    print(f"  flagged share on 64 held-out prompts: chance {chance:.3f}, before {share(backbone):.3f}", flush=True)
-    random.seed(0)
-    tuned, losses = finetune_marker(backbone, spec, pairs[400:], marking,
-                                    FinetuneConfig(steps=args.steps, lr=args.lr), supervision=args.supervision)
-    print(f"  after {args.steps} steps: {share(tuned):.3f} (loss {losses[0]:.2f} -> "
-          f"{sum(losses[-20:]) / len(losses[-20:]):.2f}); precision@2 on {len(test_questions)} test questions: "
-          f"before {precision(backbone):.3f}, after {precision(tuned):.3f}")
+    print(f"  flagged share on 64 held-out prompts: chance {chance:.3f}, before {share(backbone):.3f}; "
+          f"precision@2 on {len(test_questions)} test questions before: {precision(backbone):.3f}", flush=True)
+    for seed in args.seeds:
+        random.seed(seed)
+        tuned, losses = finetune_marker(backbone, spec, pairs[400:], marking,
+                                        FinetuneConfig(steps=args.steps, lr=args.lr, seed=seed),
+                                        supervision=args.supervision, temperature=args.temperature)
+        print(f"  seed {seed}, after {args.steps} steps{'' if args.temperature else ' (no temperature)'}: "
+              f"share {share(tuned):.3f} (loss {losses[0]:.2f} -> {sum(losses[-20:]) / len(losses[-20:]):.2f}); "
+              f"precision@2 {precision(tuned):.3f}", flush=True)
 
 
 def main() -> None:
@@ -300,8 +305,11 @@ def main() -> None:
                     help="inference-sweep, planted: also each attention head alone")
     ap.add_argument("--backbone", metavar="DIR",
                     help="a saved backbone (e.g. bench/backbone.py --save DIR) instead of the registered one")
-    ap.add_argument("--supervision", default="label+lexical", choices=["label", "label+lexical", "label+bm25"],
-                    help="marker-share: the weak labels")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="marker-share: one marker per seed")
+    ap.add_argument("--no-temperature", dest="temperature", action="store_false",
+                    help="marker-share: train the q/k projections without the learned temperature")
+    ap.add_argument("--supervision", default="label+bm25", choices=["label", "label+lexical", "label+bm25"],
+                    help="marker-share: the weak labels (default: as params.yaml)")
     args = ap.parse_args()
 
     import flows  # noqa: F401  (environment defaults)
