@@ -88,7 +88,7 @@ def test_failing_validation_stops_the_flow_before_prepare(tmp_path, synth_root, 
     assert not summary["tasks"]["LaMP-2"]["dev"]["success"]
 
 
-def test_data_version_follows_the_data_not_the_params(tmp_path):
+def test_data_version_follows_the_data_not_the_params_nor_the_reports(tmp_path):
     from components.storage.dvc import data_version
 
     lock = {"schema": "2.0", "stages": {"prepare": {
@@ -99,6 +99,13 @@ def test_data_version_follows_the_data_not_the_params(tmp_path):
     lock["stages"]["prepare"]["params"]["params.yaml"]["profiles"]["demo"]["tap_per"]["epochs"] = 4
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     assert data_version(tmp_path) == before                 # a method setting changed, not the data
+    lock["stages"]["validate"] = {"cmd": "persona data validate-all", "outs": [
+        {"path": "data/validation", "md5": "docs-of-one-run.dir", "size": 7, "nfiles": 3}]}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert data_version(tmp_path) == before                 # Data Docs of a run: a report, not data
+    lock["stages"]["validate"]["outs"][0]["md5"] = "docs-of-another-run.dir"
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    assert data_version(tmp_path) == before
     lock["stages"]["prepare"]["outs"][0]["md5"] = "def.dir"
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     assert data_version(tmp_path) != before
