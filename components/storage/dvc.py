@@ -44,14 +44,18 @@ def run_dvc(*args: str, repo: str | Path = ".", check: bool = True) -> subproces
     return proc
 
 
-REPORT_OUTPUTS = frozenset({"data/validation"})
-"""Stage outputs that are reports about the data, not data: Great Expectations' Data Docs
-carry the time of the run, so validating the same data again gives other bytes."""
+def _report_outputs() -> frozenset[str]:
+    """Stage outputs that are reports about the data, not data: Great Expectations' Data Docs
+    (`data_paths()["validation"]`) carry the time of the run, so validating the same data
+    again gives other bytes."""
+    from components.config import data_paths
+
+    return frozenset({data_paths("data")["validation"].as_posix()})
 
 
 def data_version(repo: str | Path = ".") -> str:
     """A short hash of the data a run read: the content hashes of every stage output in
-    dvc.lock but the reports (`REPORT_OUTPUTS`). Only the data counts, not the params DVC
+    dvc.lock but the reports (`_report_outputs`). Only the data counts, not the params DVC
     also records there, so changing a method's settings in params.yaml does not make every
     cached model look stale, nor does validating the same data again."""
     import yaml
@@ -61,8 +65,9 @@ def data_version(repo: str | Path = ".") -> str:
         return "unversioned"
     try:
         stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        reports = _report_outputs()
         outs = sorted((o["path"], o.get("md5", "")) for st in stages.values() for o in st.get("outs", [])
-                      if o["path"] not in REPORT_OUTPUTS)
+                      if o["path"] not in reports)
     except (yaml.YAMLError, AttributeError, KeyError, TypeError):
         outs = None
     blob = repr(outs).encode() if outs is not None else lock.read_bytes()

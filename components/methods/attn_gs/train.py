@@ -138,11 +138,16 @@ def marker_examples(spec, pairs, limit: int, tokenize, detokenize, max_items: in
 def marking_projections(model: torch.nn.Module, marking) -> list[torch.nn.Parameter]:
     """The query and key projection weights (and biases) of the marking layers: what decides
     where those layers attend."""
+    return [p for module in _marking_modules(model, marking) for proj in _projections(module)
+            for p in proj.parameters()]
+
+
+def _marking_modules(model: torch.nn.Module, marking) -> list[torch.nn.Module]:
+    """The attention modules of the marking layers."""
     from components.methods.attn_gs.marking import attention_modules, select_layers
 
     modules = attention_modules(model, marking.query)
-    return [p for i in select_layers(len(modules), marking.layers) for proj in _projections(modules[i])
-            for p in proj.parameters()]
+    return [modules[i] for i in select_layers(len(modules), marking.layers)]
 
 
 class _Scaled(torch.nn.Module):
@@ -165,14 +170,11 @@ def learned_temperature(model: torch.nn.Module, marking):
     exit the scale is folded into the weights, which stay plain parameters."""
     import torch.nn.utils.parametrize as parametrize
 
-    from components.methods.attn_gs.marking import attention_modules, select_layers
-
-    modules = attention_modules(model, marking.query)
     scaled, scales = [], []
-    for i in select_layers(len(modules), marking.layers):
-        scale = torch.nn.Parameter(torch.ones((), device=next(modules[i].parameters()).device))
+    for module in _marking_modules(model, marking):
+        scale = torch.nn.Parameter(torch.ones((), device=next(module.parameters()).device))
         scales.append(scale)
-        for proj in _projections(modules[i]):
+        for proj in _projections(module):
             for name in ("weight", "bias"):
                 if getattr(proj, name, None) is not None:
                     parametrize.register_parametrization(proj, name, _Scaled(scale))
