@@ -17,7 +17,10 @@
 
 Needs `persona pipeline` (or `persona train backbone`) to have run.
 
-    python bench/attn_gs.py [--task LaMP-2] [--budgets 8 32] [--limit 500]
+    python bench/attn_gs.py [--task LaMP-2] [--budgets 8 32] [--limit 500] [--seeds 0 1 2]
+
+With several `--seeds`, steps 1, 2 and the Attn-GS rows of 3 and 4 run once per seed (the
+other methods once): one run's quality sits within a few hundredths of the bars.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ def main() -> None:
     ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
     ap.add_argument("--train-budgets", type=int, nargs="+", default=None,
                     help="budgets the compressor is trained for (default: params.yaml)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="train the marker and the compressor once per seed (params.yaml's attn_gs.seed is 0); "
+                         "the table gives the mean over seeds and each seed's figure")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON and the plot go")
     args = ap.parse_args()
 
@@ -90,7 +96,7 @@ def main() -> None:
     settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
         "compressor_steps": args.compressor_steps, "max_compressor_questions": args.compressor_questions,
         **{k: v for k, v in given.items() if v is not None}})
-    marking, marker_cfg, compressor_cfg = settings.configs()
+    marking = settings.configs()[0]
     budgets = args.budgets or settings.budgets
     mlflow_tracking.configure(ROOT)
     backbone, uri = resolve_backbone(spec.name, None, ROOT)
@@ -103,17 +109,6 @@ def main() -> None:
     test_q = test_q[:args.limit]
     relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
     pairs = training_data(spec, ROOT / "data", settings.max_train_examples)
-    t0 = time.perf_counter()
-    marker_bb, compressor, info = train_attn_gs(backbone, spec, pairs, marking, marker_cfg, compressor_cfg,
-                                                settings.train_budgets, settings.attention_weight, settings.target,
-                                                settings.max_compressor_questions,
-                                                supervision=settings.marker_supervision,
-                                                answer_weight=settings.marker_answer_weight,
-                                                temperature=settings.marker_temperature)
-    info["train_seconds"] = time.perf_counter() - t0
-    print(f"trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
-
-    inference_only, fine_tuned = Marker(backbone, marking), Marker(marker_bb, marking)
     bm25 = []
     for q in test_q:
         order = rank_bm25(spec, q)
@@ -121,63 +116,76 @@ def main() -> None:
         for rank, i in enumerate(order):
             s[i] = -float(rank)
         bm25.append(s)
-    quality = marker_quality(spec, test_q, relevance, {
-        "inference-only marker": inference_only.score(spec, test_q), "fine-tuned marker": fine_tuned.score(spec, test_q),
-        "random marking": [random_scores(q) for q in test_q], "bm25 (reference)": bm25})
-    print("\nmarker quality against the relevant items (time/test)")
-    for name, row in quality.items():
-        print(f"  {name:<24} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
-
     cache_root = Path(tempfile.mkdtemp(prefix="attn-gs-contexts-"))
-    results, costs = {}, {}
+    metric = spec.primary_metric
+    # per method, one (quality, context tokens) per seed; the methods without a trained model run once
+    runs: dict[str, list[tuple[float, float]]] = {}
+    costs, trainings, qualities = {}, {}, {}
 
     def run(method, bb=backbone):
         r = evaluate(method, bb, spec, test_q, golds, progress=False)
-        results[method.name] = r
-        print(f"  {method.name:<26} {spec.primary_metric} {r.metrics[spec.primary_metric]:.3f}  "
+        runs.setdefault(method.name, []).append((r.metrics[metric], r.costs["context_tokens_mean"]))
+        print(f"  {method.name:<26} {metric} {r.metrics[metric]:.3f}  "
               f"context tokens {r.costs['context_tokens_mean']:.1f}", flush=True)
         return r
 
-    print(f"\n{spec.name} time/test (n={len(test_q)})")
-    for name in ("non-personalized", "full-context", "bm25-4"):
+    print(f"\n{spec.name} time/test (n={len(test_q)}), methods without a trained model")
+    for name in ["non-personalized", "full-context", "bm25-4"] + [f"{r}@{b}" for b in budgets
+                                                                   for r in ("recency", "bm25", "dense")]:
         run(build_method(name))
-    for b in budgets:
-        for variant, mk, label in (("attention", fine_tuned, "ft"), ("attention", inference_only, "inference"),
-                                   ("random", None, ""), ("all", None, ""), ("none", None, "")):
-            method = AttnGSMethod(mk, compressor, b, variant, marking, versions=f"bench-{label}", cache_root=cache_root)
-            if label == "inference":
-                method.name = f"attn-gs-inference-only@{b}"
-            run(method)
-            if variant == "attention" and label == "ft":
-                users = max(1, len(method.timings.users))
-                again = AttnGSMethod(mk, compressor, b, variant, marking, versions=f"bench-{label}",
-                                     cache_root=cache_root)
-                evaluate(again, backbone, spec, test_q, golds, progress=False)
-                costs[method.name] = {"marking_seconds_per_user": method.timings.marking_seconds / users,
-                                      "compression_seconds_per_user": method.timings.compression_seconds / users,
-                                      "second_run_cache_hit_rate": again.cache.hit_rate,
-                                      "second_run_compressions": again.cache.misses}
-                print(f"    marking {costs[method.name]['marking_seconds_per_user']:.3f}s/user, compression "
-                      f"{costs[method.name]['compression_seconds_per_user']:.3f}s/user; second run: cache hit rate "
-                      f"{again.cache.hit_rate:.0%}", flush=True)
-        for ranker in ("recency", "bm25", "dense"):
-            run(build_method(f"{ranker}@{b}"))
+    for seed in args.seeds:
+        seeded = settings.model_copy(update={"seed": seed})
+        t0 = time.perf_counter()
+        marker_bb, compressor, info = train_attn_gs(backbone, spec, pairs, seeded)
+        info["train_seconds"] = time.perf_counter() - t0
+        trainings[seed] = info
+        print(f"\nseed {seed}: trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
+        inference_only, fine_tuned = Marker(backbone, marking), Marker(marker_bb, marking)
+        qualities[seed] = quality = marker_quality(spec, test_q, relevance, {
+            "inference-only marker": inference_only.score(spec, test_q), "fine-tuned marker": fine_tuned.score(spec, test_q),
+            "random marking": [random_scores(q) for q in test_q], "bm25 (reference)": bm25})
+        print(f"seed {seed}: marker quality against the relevant items (time/test)")
+        for name, row in quality.items():
+            print(f"  {name:<24} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        print(f"seed {seed}: {spec.name} time/test (n={len(test_q)})")
+        for b in budgets:
+            for variant, mk, label in (("attention", fine_tuned, "ft"), ("attention", inference_only, "inference"),
+                                       ("random", None, ""), ("all", None, ""), ("none", None, "")):
+                versions = f"bench-{seed}-{label}"
+                method = AttnGSMethod(mk, compressor, b, variant, marking, versions=versions, cache_root=cache_root)
+                if label == "inference":
+                    method.name = f"attn-gs-inference-only@{b}"
+                run(method)
+                if variant == "attention" and label == "ft":
+                    users = max(1, len(method.timings.users))
+                    again = AttnGSMethod(mk, compressor, b, variant, marking, versions=versions, cache_root=cache_root)
+                    evaluate(again, backbone, spec, test_q, golds, progress=False)
+                    costs.setdefault(method.name, {})[seed] = cost = {
+                        "marking_seconds_per_user": method.timings.marking_seconds / users,
+                        "compression_seconds_per_user": method.timings.compression_seconds / users,
+                        "second_run_cache_hit_rate": again.cache.hit_rate, "second_run_compressions": again.cache.misses}
+                    print(f"    marking {cost['marking_seconds_per_user']:.3f}s/user, compression "
+                          f"{cost['compression_seconds_per_user']:.3f}s/user; second run: cache hit rate "
+                          f"{again.cache.hit_rate:.0%}", flush=True)
 
-    metric = spec.primary_metric
-    full = results["full-context"]
+    def mean(values):
+        return sum(values) / len(values)
+
+    means = {n: (mean([q for q, _ in r]), mean([t for _, t in r])) for n, r in runs.items()}
+    full_q, full_t = means["full-context"]
     summary = {"tasks": {spec.name: {"primary_metric": metric, "higher_is_better": spec.higher_is_better,
-                                     "methods": {n: {"metrics": r.metrics, "context_tokens_mean": r.costs["context_tokens_mean"],
-                                                     "per_user_params": 0} for n, r in results.items()}}}}
+                                     "methods": {n: {"metrics": {metric: q}, "context_tokens_mean": t, "per_user_params": 0}
+                                                 for n, (q, t) in means.items()}}}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot = pareto_plot(summary, spec.name, out / f"attn_gs-{spec.name}.png")
-    table = {n: {metric: r.metrics[metric], "context_tokens_mean": r.costs["context_tokens_mean"],
-                 "tokens_vs_full": full.costs["context_tokens_mean"] / max(r.costs["context_tokens_mean"], 1e-9),
-                 "quality_vs_full": (r.metrics[metric] / full.metrics[metric] if spec.higher_is_better
-                                     else full.metrics[metric] / max(r.metrics[metric], 1e-9))}
-             for n, r in results.items()}
-    result = {"task": spec.name, "metric": metric, "n": len(test_q), "budgets": budgets, "training": info,
-              "marker_quality": quality, "methods": table, "costs": costs, "settings": settings.model_dump()}
+    table = {n: {metric: q, f"{metric}_per_seed": [v for v, _ in runs[n]], "context_tokens_mean": t,
+                 "tokens_vs_full": full_t / max(t, 1e-9),
+                 "quality_vs_full": q / full_q if spec.higher_is_better else full_q / max(q, 1e-9)}
+             for n, (q, t) in means.items()}
+    result = {"task": spec.name, "metric": metric, "n": len(test_q), "budgets": budgets, "seeds": args.seeds,
+              "training": trainings, "marker_quality": qualities, "methods": table, "costs": costs,
+              "settings": settings.model_dump()}
     path = out / f"attn_gs-{spec.name}.json"
     path.write_text(json.dumps(result, indent=2))
     import mlflow
@@ -186,14 +194,17 @@ def main() -> None:
     with mlflow.start_run(run_name=f"attn-gs-{spec.name}", tags={"backbone": uri, "kind": "bench"}):
         mlflow.log_dict(result, "attn_gs.json")
         mlflow.log_artifact(str(plot))
-    print(f"\nquality relative to full context ({full.costs['context_tokens_mean']:.0f} context tokens):")
+    print(f"\nquality relative to full context ({full_t:.0f} context tokens); "
+          f"methods with a trained model: mean over seeds {args.seeds} (each seed)")
     for n, row in table.items():
-        if results[n].costs["context_tokens_mean"] == 0:
-            print(f"  {n:<26} {row['quality_vs_full']:.2f} of full-context quality, no context")
+        spread = f" ({' '.join(f'{v:.3f}' for v in row[f'{metric}_per_seed'])})" if len(runs[n]) > 1 else ""
+        if row["context_tokens_mean"] == 0:
+            print(f"  {n:<26} {metric} {row[metric]:.3f}{spread}: {row['quality_vs_full']:.2f} of full-context "
+                  "quality, no context")
             continue
-        print(f"  {n:<26} {row['quality_vs_full']:.2f} of full-context quality at {row['tokens_vs_full']:.0f}x fewer tokens")
+        print(f"  {n:<26} {metric} {row[metric]:.3f}{spread}: {row['quality_vs_full']:.2f} of full-context quality "
+              f"at {row['tokens_vs_full']:.0f}x fewer tokens")
     print(f"\nwritten {path} and {plot}; logged to MLflow experiment bench-attn-gs")
-
 
 if __name__ == "__main__":
     main()

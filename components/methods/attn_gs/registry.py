@@ -36,12 +36,7 @@ def train_and_register(task: str, profile: Profile, backbone_uri: str, repo: str
     mlflow_tracking.experiment(spec.name, repo)
     backbone, uri = mlflow_tracking.resolve_backbone(spec.name, backbone_uri, repo)
     pairs = training_data(spec, Path(repo) / "data", settings.max_train_examples, profile.backbone.train_split)
-    marking, marker_cfg, compressor_cfg = settings.configs()
-    marker, compressor, info = train_attn_gs(backbone, spec, pairs, marking, marker_cfg, compressor_cfg,
-                                             settings.train_budgets, settings.attention_weight, settings.target,
-                                             settings.max_compressor_questions, progress,
-                                             settings.marker_supervision, settings.marker_answer_weight,
-                                             settings.marker_temperature)
+    marker, compressor, info = train_attn_gs(backbone, spec, pairs, settings, progress)
     tags = mlflow_tracking.standard_tags(repo, profile=profile.name, backbone=uri,
                                          params_hash=profile.section_hash("attn_gs"))
     params = {**settings.model_dump(), "training_examples": len(pairs)}

@@ -20,9 +20,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from components.backbone.model import Backbone, answer_loss
+
+if TYPE_CHECKING:
+    from components.config import AttnGSSettings
 
 
 @dataclass(frozen=True)
@@ -256,27 +261,27 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
     return tuned, losses
 
 
-def train_attn_gs(backbone: Backbone, spec, pairs, marking, marker_cfg: FinetuneConfig,
-                  compressor_cfg: FinetuneConfig, budgets, attention_weight: float = 1.0,
-                  target: str = "marked-content", max_compressor_questions: int = 600,
-                  progress: bool = True, supervision: str = "label", answer_weight: float = 0.0,
-                  temperature: bool = True) -> tuple[Backbone, Backbone, dict]:
-    """Fine-tune the marker -> mark the training profiles -> train the compressor.
+def train_attn_gs(backbone: Backbone, spec, pairs, settings: AttnGSSettings,
+                  progress: bool = True) -> tuple[Backbone, Backbone, dict]:
+    """Fine-tune the marker -> mark the training profiles -> train the compressor, as the
+    `attn_gs` section of params.yaml (`settings`) says.
     Returns (marker, compressor, info with losses and seconds per step)."""
     import time
 
     from components.methods.attn_gs.marking import Marker
     from components.methods.attn_gs.method import MARK_TOKENS, target_builder, training_pairs
 
+    marking, marker_cfg, compressor_cfg = settings.configs()
     t0 = time.perf_counter()
-    marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, attention_weight, progress,
-                                            supervision, answer_weight, temperature)
+    marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, settings.attention_weight,
+                                            progress, settings.marker_supervision, settings.marker_answer_weight,
+                                            settings.marker_temperature)
     t1 = time.perf_counter()
     rng = random.Random(compressor_cfg.seed)
     questions = [q for q, _ in pairs if q.profile]
-    questions = rng.sample(questions, min(max_compressor_questions, len(questions)))
-    prompts, targets = training_pairs(spec, questions, Marker(marker, marking), marking, budgets, backbone,
-                                      target_builder(target), progress=progress)
+    questions = rng.sample(questions, min(settings.max_compressor_questions, len(questions)))
+    prompts, targets = training_pairs(spec, questions, Marker(marker, marking), marking, settings.train_budgets,
+                                      backbone, target_builder(settings.target), progress=progress)
     t2 = time.perf_counter()
     compressor, compressor_losses = finetune(backbone, prompts, targets, compressor_cfg, new_tokens=MARK_TOKENS,
                                              progress=progress, desc="train compressor")
