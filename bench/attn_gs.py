@@ -9,7 +9,9 @@
 3. Quality and context tokens on time/test for: non-personalized, full context, BM25-4,
    and at every budget B: Attn-GS (fine-tuned marker), Attn-GS with the inference-only
    marker, random marking, mark-all, direct summary (compressor without marks),
-   recency@B, bm25@B, dense@B (ranked items in compact form, fitted to B).
+   recency@B, bm25@B, dense@B (ranked items in compact form, fitted to B), and
+   `attn-gs-target@B`: the compressor's training target in place of what it writes (a
+   perfect compressor), with the share of questions where the compressor wrote exactly that.
 4. Costs: marking and compression seconds per user; a second evaluation of Attn-GS at
    each budget reads the compressed-context cache (hit rate reported).
 5. The plot of quality against mean context tokens (log scale) and the table behind it
@@ -50,6 +52,25 @@ def marker_quality(spec, questions, relevance, scorers, ks=(1, 2, 4)):
             row[f"recall@{k}"] = sum(r for _, r in pairs) / len(pairs)
         out[name] = row
     return out
+
+
+def perfect_compressor():
+    """Attn-GS with the compressor replaced by its training target (`marked_content_target`
+    on the marker's scores): what a compressor that learned its task perfectly would give,
+    so that the marker's share of the loss and the compressor's can be told apart."""
+    from components.methods.attn_gs.method import AttnGSMethod, marked_content_target
+
+    class PerfectCompressor(AttnGSMethod):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.name = f"attn-gs-target@{self.budget}"
+
+        def contexts(self, spec, questions, downstream):
+            return [marked_content_target(spec, q, s, self.flags(s), self.budget, downstream.tokenize,
+                                          downstream.detokenize) if q.profile else ""
+                    for q, s in zip(questions, self.scores(spec, questions))]
+
+    return PerfectCompressor
 
 
 def main() -> None:
@@ -97,6 +118,7 @@ def main() -> None:
         "compressor_steps": args.compressor_steps, "max_compressor_questions": args.compressor_questions,
         **{k: v for k, v in given.items() if v is not None}})
     marking = settings.configs()[0]
+    PerfectCompressor = perfect_compressor()
     budgets = args.budgets or settings.budgets
     mlflow_tracking.configure(ROOT)
     backbone, uri = resolve_backbone(spec.name, None, ROOT)
@@ -167,6 +189,15 @@ def main() -> None:
                     print(f"    marking {cost['marking_seconds_per_user']:.3f}s/user, compression "
                           f"{cost['compression_seconds_per_user']:.3f}s/user; second run: cache hit rate "
                           f"{again.cache.hit_rate:.0%}", flush=True)
+                    perfect = PerfectCompressor(mk, compressor, b, variant, marking, versions=versions,
+                                                cache_root=cache_root)
+                    written, targets = method.contexts(spec, test_q, backbone), perfect.contexts(spec, test_q, backbone)
+                    differ = [(w, t.strip()) for w, t in zip(written, targets) if w != t.strip()]
+                    cost["contexts_equal_to_target"] = 1 - len(differ) / len(test_q)
+                    cost["contexts_unlike_target"] = [{"written": w, "target": t} for w, t in differ[:20]]
+                    run(perfect)
+                    print(f"    the compressor wrote its training target for {cost['contexts_equal_to_target']:.0%} "
+                          f"of the questions; e.g. " + "; ".join(f"{w!r} for {t!r}" for w, t in differ[:3]), flush=True)
 
     def mean(values):
         return sum(values) / len(values)
