@@ -192,7 +192,7 @@ def main() -> None:
                     perfect = PerfectCompressor(mk, compressor, b, variant, marking, versions=versions,
                                                 cache_root=cache_root)
                     written, targets = method.contexts(spec, test_q, backbone), perfect.contexts(spec, test_q, backbone)
-                    differ = [(w, t.strip()) for w, t in zip(written, targets) if w != t.strip()]
+                    differ = [(w, t) for w, t in zip(written, targets) if backbone.tokenize(w) != backbone.tokenize(t)]
                     cost["contexts_equal_to_target"] = 1 - len(differ) / len(test_q)
                     cost["contexts_unlike_target"] = [{"written": w, "target": t} for w, t in differ[:20]]
                     run(perfect)
