@@ -11,7 +11,8 @@
    marker, random marking, mark-all, direct summary (compressor without marks),
    recency@B, bm25@B, dense@B (ranked items in compact form, fitted to B), and
    `attn-gs-target@B`: the compressor's training target in place of what it writes (a
-   perfect compressor), with the share of questions where the compressor wrote exactly that.
+   perfect compressor), with the share of questions where the compressor wrote exactly that
+   and where it began with the top marked item's past output.
 4. Costs: marking and compression seconds per user; a second evaluation of Attn-GS at
    each budget reads the compressed-context cache (hit rate reported).
 5. The plot of quality against mean context tokens (log scale) and the table behind it
@@ -71,6 +72,14 @@ def perfect_compressor():
                     for q, s in zip(questions, self.scores(spec, questions))]
 
     return PerfectCompressor
+
+
+def leading_output(spec, q, scores, flags) -> str | None:
+    """The past output of the marked item the target puts first (the most attended one)."""
+    marked = [i for i, f in enumerate(flags) if f]
+    if not marked or not spec.label_field:
+        return None
+    return q.profile[max(marked, key=lambda i: scores[i])].fields.get(spec.label_field)
 
 
 def main() -> None:
@@ -193,11 +202,17 @@ def main() -> None:
                                                 cache_root=cache_root)
                     written, targets = method.contexts(spec, test_q, backbone), perfect.contexts(spec, test_q, backbone)
                     differ = [(w, t) for w, t in zip(written, targets) if backbone.tokenize(w) != backbone.tokenize(t)]
+                    leads = [leading_output(spec, q, s, perfect.flags(s)) for q, s in zip(test_q, mk.score(spec, test_q))]
                     cost["contexts_equal_to_target"] = 1 - len(differ) / len(test_q)
+                    cost["contexts_leading_with_top_output"] = sum(
+                        lead is not None and w.lstrip('" ').startswith(lead) for w, lead in zip(written, leads)
+                    ) / max(1, sum(lead is not None for lead in leads))
                     cost["contexts_unlike_target"] = [{"written": w, "target": t} for w, t in differ[:20]]
                     run(perfect)
                     print(f"    the compressor wrote its training target for {cost['contexts_equal_to_target']:.0%} "
-                          f"of the questions; e.g. " + "; ".join(f"{w!r} for {t!r}" for w, t in differ[:3]), flush=True)
+                          f"of the questions, and began with the top marked item's output for "
+                          f"{cost['contexts_leading_with_top_output']:.0%}; e.g. "
+                          + "; ".join(f"{w!r} for {t!r}" for w, t in differ[:3]), flush=True)
 
     def mean(values):
         return sum(values) / len(values)
