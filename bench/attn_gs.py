@@ -58,28 +58,31 @@ def marker_quality(spec, questions, relevance, scorers, ks=(1, 2, 4)):
 def perfect_compressor():
     """Attn-GS with the compressor replaced by its training target (`marked_content_target`
     on the marker's scores): what a compressor that learned its task perfectly would give,
-    so that the marker's share of the loss and the compressor's can be told apart."""
+    so that the marker's share of the loss and the compressor's can be told apart. After
+    an evaluation it keeps the contexts it gave (`targets`) and, per question, the past
+    output of the marked item the target puts first (`leads`), in the order evaluated."""
     from components.methods.attn_gs.method import AttnGSMethod, marked_content_target
 
     class PerfectCompressor(AttnGSMethod):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.name = f"attn-gs-target@{self.budget}"
+            self.targets, self.leads = [], []
 
-        def contexts(self, spec, questions, downstream):
-            return [marked_content_target(spec, q, s, self.flags(s), self.budget, downstream.tokenize,
-                                          downstream.detokenize) if q.profile else ""
-                    for q, s in zip(questions, self.scores(spec, questions))]
+        def contexts(self, spec, questions, downstream):            # called batch by batch
+            targets = []
+            for q, s in zip(questions, self.scores(spec, questions)):
+                flags = self.flags(s)
+                marked = [i for i, f in enumerate(flags) if f]
+                top = max(marked, key=lambda i: s[i]) if marked else None    # the target's first item
+                self.leads.append(q.profile[top].fields.get(spec.label_field) if top is not None
+                                  and spec.label_field else None)
+                targets.append(marked_content_target(spec, q, s, flags, self.budget, downstream.tokenize,
+                                                     downstream.detokenize) if q.profile else "")
+            self.targets += targets
+            return targets
 
     return PerfectCompressor
-
-
-def leading_output(spec, q, scores, flags) -> str | None:
-    """The past output of the marked item the target puts first (the most attended one)."""
-    marked = [i for i, f in enumerate(flags) if f]
-    if not marked or not spec.label_field:
-        return None
-    return q.profile[max(marked, key=lambda i: scores[i])].fields.get(spec.label_field)
 
 
 def main() -> None:
@@ -200,15 +203,15 @@ def main() -> None:
                           f"{again.cache.hit_rate:.0%}", flush=True)
                     perfect = PerfectCompressor(mk, compressor, b, variant, marking, versions=versions,
                                                 cache_root=cache_root)
-                    written, targets = method.contexts(spec, test_q, backbone), perfect.contexts(spec, test_q, backbone)
-                    differ = [(w, t) for w, t in zip(written, targets) if backbone.tokenize(w) != backbone.tokenize(t)]
-                    leads = [leading_output(spec, q, s, perfect.flags(s)) for q, s in zip(test_q, mk.score(spec, test_q))]
+                    run(perfect)
+                    written = method.contexts(spec, test_q, backbone)                  # from the cache
+                    differ = [(w, t) for w, t in zip(written, perfect.targets)
+                              if backbone.tokenize(w) != backbone.tokenize(t)]
                     cost["contexts_equal_to_target"] = 1 - len(differ) / len(test_q)
                     cost["contexts_leading_with_top_output"] = sum(
-                        lead is not None and w.lstrip('" ').startswith(lead) for w, lead in zip(written, leads)
-                    ) / max(1, sum(lead is not None for lead in leads))
+                        lead is not None and w.lstrip('" ').startswith(lead) for w, lead in zip(written, perfect.leads)
+                    ) / max(1, sum(lead is not None for lead in perfect.leads))
                     cost["contexts_unlike_target"] = [{"written": w, "target": t} for w, t in differ[:20]]
-                    run(perfect)
                     print(f"    the compressor wrote its training target for {cost['contexts_equal_to_target']:.0%} "
                           f"of the questions, and began with the top marked item's output for "
                           f"{cost['contexts_leading_with_top_output']:.0%}; e.g. "
