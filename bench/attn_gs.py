@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from statistics import mean
 import sys
 import tempfile
 import time
@@ -83,6 +84,17 @@ def perfect_compressor():
             return targets
 
     return PerfectCompressor
+
+
+def compressor_fidelity(written, perfect, backbone) -> dict:
+    """How close what the compressor wrote (`written`, one context per question) is to its
+    training target (`perfect.targets` after the perfect compressor's evaluation)."""
+    differ = [(w, t) for w, t in zip(written, perfect.targets) if backbone.tokenize(w) != backbone.tokenize(t)]
+    leads = [(w, lead) for w, lead in zip(written, perfect.leads) if lead is not None]
+    return {"contexts_equal_to_target": 1 - len(differ) / max(1, len(written)),
+            "contexts_leading_with_top_output": sum(w.lstrip('" ').startswith(lead) for w, lead in leads)
+                                                / max(1, len(leads)),
+            "contexts_unlike_target": [{"written": w, "target": t} for w, t in differ[:20]]}
 
 
 def main() -> None:
@@ -150,14 +162,17 @@ def main() -> None:
         for rank, i in enumerate(order):
             s[i] = -float(rank)
         bm25.append(s)
+    inference_only = Marker(backbone, marking)                   # the task backbone as is: the same at every seed
+    fixed_scores = {"inference-only marker": inference_only.score(spec, test_q),
+                    "random marking": [random_scores(q) for q in test_q], "bm25 (reference)": bm25}
     cache_root = Path(tempfile.mkdtemp(prefix="attn-gs-contexts-"))
     metric = spec.primary_metric
     # per method, one (quality, context tokens) per seed; the methods without a trained model run once
     runs: dict[str, list[tuple[float, float]]] = {}
     costs, trainings, qualities = {}, {}, {}
 
-    def run(method, bb=backbone):
-        r = evaluate(method, bb, spec, test_q, golds, progress=False)
+    def run(method):
+        r = evaluate(method, backbone, spec, test_q, golds, progress=False)
         runs.setdefault(method.name, []).append((r.metrics[metric], r.costs["context_tokens_mean"]))
         print(f"  {method.name:<26} {metric} {r.metrics[metric]:.3f}  "
               f"context tokens {r.costs['context_tokens_mean']:.1f}", flush=True)
@@ -174,10 +189,10 @@ def main() -> None:
         info["train_seconds"] = time.perf_counter() - t0
         trainings[seed] = info
         print(f"\nseed {seed}: trained in {info['train_seconds']:.0f}s: {json.dumps(info)}", flush=True)
-        inference_only, fine_tuned = Marker(backbone, marking), Marker(marker_bb, marking)
+        fine_tuned = Marker(marker_bb, marking)
         qualities[seed] = quality = marker_quality(spec, test_q, relevance, {
-            "inference-only marker": inference_only.score(spec, test_q), "fine-tuned marker": fine_tuned.score(spec, test_q),
-            "random marking": [random_scores(q) for q in test_q], "bm25 (reference)": bm25})
+            "inference-only marker": fixed_scores["inference-only marker"],
+            "fine-tuned marker": fine_tuned.score(spec, test_q), **fixed_scores})
         print(f"seed {seed}: marker quality against the relevant items (time/test)")
         for name, row in quality.items():
             print(f"  {name:<24} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
@@ -204,21 +219,12 @@ def main() -> None:
                     perfect = PerfectCompressor(mk, compressor, b, variant, marking, versions=versions,
                                                 cache_root=cache_root)
                     run(perfect)
-                    written = method.contexts(spec, test_q, backbone)                  # from the cache
-                    differ = [(w, t) for w, t in zip(written, perfect.targets)
-                              if backbone.tokenize(w) != backbone.tokenize(t)]
-                    cost["contexts_equal_to_target"] = 1 - len(differ) / len(test_q)
-                    cost["contexts_leading_with_top_output"] = sum(
-                        lead is not None and w.lstrip('" ').startswith(lead) for w, lead in zip(written, perfect.leads)
-                    ) / max(1, sum(lead is not None for lead in perfect.leads))
-                    cost["contexts_unlike_target"] = [{"written": w, "target": t} for w, t in differ[:20]]
+                    cost.update(compressor_fidelity(method.contexts(spec, test_q, backbone), perfect, backbone))
+                    differ = [(d["written"], d["target"]) for d in cost["contexts_unlike_target"]]
                     print(f"    the compressor wrote its training target for {cost['contexts_equal_to_target']:.0%} "
                           f"of the questions, and began with the top marked item's output for "
                           f"{cost['contexts_leading_with_top_output']:.0%}; e.g. "
                           + "; ".join(f"{w!r} for {t!r}" for w, t in differ[:3]), flush=True)
-
-    def mean(values):
-        return sum(values) / len(values)
 
     means = {n: (mean([q for q, _ in r]), mean([t for _, t in r])) for n, r in runs.items()}
     full_q, full_t = means["full-context"]
