@@ -19,7 +19,6 @@ import copy
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import torch
