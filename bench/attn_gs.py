@@ -12,7 +12,7 @@
    recency@B, bm25@B, dense@B (ranked items in compact form, fitted to B), and
    `attn-gs-target@B`: the compressor's training target in place of what it writes (a
    perfect compressor), with the share of questions where the compressor wrote exactly that
-   and where it began with the top marked item's past output.
+   and where it began with the past output its target puts first.
 4. Costs: marking and compression seconds per user; a second evaluation of Attn-GS at
    each budget reads the compressed-context cache (hit rate reported).
 5. The plot of quality against mean context tokens (log scale) and the table behind it
@@ -56,13 +56,14 @@ def marker_quality(spec, questions, relevance, scorers, ks=(1, 2, 4)):
     return out
 
 
-def perfect_compressor():
-    """Attn-GS with the compressor replaced by its training target (`marked_content_target`
-    on the marker's scores): what a compressor that learned its task perfectly would give,
-    so that the marker's share of the loss and the compressor's can be told apart. After
-    an evaluation it keeps the contexts it gave (`targets`) and, per question, the past
-    output of the marked item the target puts first (`leads`), in the order evaluated."""
-    from components.methods.attn_gs.method import AttnGSMethod, marked_content_target
+def perfect_compressor(target):
+    """Attn-GS with the compressor replaced by its training target (`target`, a builder of
+    `components/methods/attn_gs/method.py`, on the marker's scores): what a compressor that
+    learned its task perfectly would give, so that the marker's share of the loss and the
+    compressor's can be told apart. After an evaluation it keeps the contexts it gave
+    (`targets`) and, per question, the past output of the item the target puts first
+    (`leads`), in the order evaluated."""
+    from components.methods.attn_gs.method import AttnGSMethod
 
     class PerfectCompressor(AttnGSMethod):
         def __init__(self, *args, **kwargs):
@@ -74,12 +75,11 @@ def perfect_compressor():
             targets = []
             for q, s in zip(questions, self.scores(spec, questions)):
                 flags = self.flags(s)
-                marked = [i for i, f in enumerate(flags) if f]
-                top = max(marked, key=lambda i: s[i]) if marked else None    # the target's first item
-                self.leads.append(q.profile[top].fields.get(spec.label_field) if top is not None
-                                  and spec.label_field else None)
-                targets.append(marked_content_target(spec, q, s, flags, self.budget, downstream.tokenize,
-                                                     downstream.detokenize) if q.profile else "")
+                order = target.order(spec, q, s, flags) if hasattr(target, "order") else []
+                self.leads.append(q.profile[order[0]].fields.get(spec.label_field) if order and spec.label_field
+                                  else None)
+                targets.append(target(spec, q, s, flags, self.budget, downstream.tokenize, downstream.detokenize)
+                               if q.profile else "")
             self.targets += targets
             return targets
 
@@ -92,7 +92,7 @@ def compressor_fidelity(written, perfect, backbone) -> dict:
     differ = [(w, t) for w, t in zip(written, perfect.targets) if backbone.tokenize(w) != backbone.tokenize(t)]
     leads = [(w, lead) for w, lead in zip(written, perfect.leads) if lead is not None]
     return {"contexts_equal_to_target": 1 - len(differ) / max(1, len(written)),
-            "contexts_leading_with_top_output": sum(w.lstrip('" ').startswith(lead) for w, lead in leads)
+            "contexts_leading_with_target_output": sum(w.lstrip('" ').startswith(lead) for w, lead in leads)
                                                 / max(1, len(leads)),
             "contexts_unlike_target": [{"written": w, "target": t} for w, t in differ[:20]]}
 
@@ -111,6 +111,10 @@ def main() -> None:
     ap.add_argument("--compressor-steps", type=int, default=1200,
                     help="compressor training steps (params.yaml's pipeline budget is smaller)")
     ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
+    ap.add_argument("--target", default=None,
+                    help="the compressor's training target: marked-content | marked-consensus (default: params.yaml)")
+    ap.add_argument("--top-k", type=int, default=None,
+                    help="items the marking rule marks, with rule top_k (default: params.yaml)")
     ap.add_argument("--train-budgets", type=int, nargs="+", default=None,
                     help="budgets the compressor is trained for (default: params.yaml)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0],
@@ -128,7 +132,7 @@ def main() -> None:
     from components.lamp.tasks import get_task
     from components.methods import build_method
     from components.methods.attn_gs.marking import Marker, random_scores
-    from components.methods.attn_gs.method import AttnGSMethod
+    from components.methods.attn_gs.method import AttnGSMethod, ranking_of, target_builder
     from components.methods.attn_gs.data import training_data
     from components.methods.attn_gs.train import train_attn_gs
     from components.retrieval.rankers import rank_bm25
@@ -137,12 +141,15 @@ def main() -> None:
 
     spec = get_task(args.task)
     given = {"marker_steps": args.marker_steps, "train_budgets": args.train_budgets,
-             "marker_supervision": args.supervision, "marker_temperature": args.temperature}
+             "marker_supervision": args.supervision, "marker_temperature": args.temperature,
+             "target": args.target, "top_k": args.top_k}
     settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
         "compressor_steps": args.compressor_steps, "max_compressor_questions": args.compressor_questions,
         **{k: v for k, v in given.items() if v is not None}})
     marking = settings.configs()[0]
-    PerfectCompressor = perfect_compressor()
+    target = target_builder(settings.target)
+    ranking = ranking_of(target)                                 # the order the compressor is shown
+    PerfectCompressor = perfect_compressor(target)
     budgets = args.budgets or settings.budgets
     mlflow_tracking.configure(ROOT)
     backbone, uri = resolve_backbone(spec.name, None, ROOT)
@@ -201,13 +208,15 @@ def main() -> None:
             for variant, mk, label in (("attention", fine_tuned, "ft"), ("attention", inference_only, "inference"),
                                        ("random", None, ""), ("all", None, ""), ("none", None, "")):
                 versions = f"bench-{seed}-{label}"
-                method = AttnGSMethod(mk, compressor, b, variant, marking, versions=versions, cache_root=cache_root)
+                method = AttnGSMethod(mk, compressor, b, variant, marking, versions=versions, cache_root=cache_root,
+                                      ranking=ranking)
                 if label == "inference":
                     method.name = f"attn-gs-inference-only@{b}"
                 run(method)
                 if variant == "attention" and label == "ft":
                     users = max(1, len(method.timings.users))
-                    again = AttnGSMethod(mk, compressor, b, variant, marking, versions=versions, cache_root=cache_root)
+                    again = AttnGSMethod(mk, compressor, b, variant, marking, versions=versions,
+                                         cache_root=cache_root, ranking=ranking)
                     evaluate(again, backbone, spec, test_q, golds, progress=False)
                     costs.setdefault(method.name, {})[seed] = cost = {
                         "marking_seconds_per_user": method.timings.marking_seconds / users,
@@ -222,8 +231,8 @@ def main() -> None:
                     cost.update(compressor_fidelity(method.contexts(spec, test_q, backbone), perfect, backbone))
                     differ = [(d["written"], d["target"]) for d in cost["contexts_unlike_target"]]
                     print(f"    the compressor wrote its training target for {cost['contexts_equal_to_target']:.0%} "
-                          f"of the questions, and began with the top marked item's output for "
-                          f"{cost['contexts_leading_with_top_output']:.0%}; e.g. "
+                          f"of the questions, and began with the past output its target puts first for "
+                          f"{cost['contexts_leading_with_target_output']:.0%}; e.g. "
                           + "; ".join(f"{w!r} for {t!r}" for w, t in differ[:3]), flush=True)
 
     means = {n: (mean([q for q, _ in r]), mean([t for _, t in r])) for n, r in runs.items()}

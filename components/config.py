@@ -232,7 +232,8 @@ class AttnGSSettings(_Strict):
     compressor_rank: int = Field(16, ge=1)
     compressor_lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(8, ge=1)
-    target: str = Field("marked-content", description="marked-content | teacher:<JSON file of summaries>")
+    target: str = Field("marked-content",
+                        description="marked-content | marked-consensus | teacher:<JSON file of summaries>")
     train_budgets: list[int] = [4, 8, 16, 32]
     budgets: list[int] = Field([8, 32], description="budgets evaluated (methods attn-gs@B)")
     max_train_examples: int = Field(2000, ge=1, description="training questions + history items for the marker")

@@ -15,7 +15,8 @@ from components.methods import build_method
 from components.methods.attn_gs.marking import (Marker, MarkingConfig, capture_attention, item_attention, mark,
                                                 precision_recall_at_k, query_span, select_layers)
 from components.methods.attn_gs.method import (AttnGSMethod, TeacherTargets, compression_prompt,
-                                               marked_content_target, target_builder)
+                                               marked_by_consensus, marked_by_score, marked_content_target,
+                                               ranking_of, target_builder)
 from components.methods.attn_gs.train import FinetuneConfig, finetune, finetune_marker, learned_temperature
 
 SPEC = get_task("LaMP-2")
@@ -136,15 +137,17 @@ def test_compact_contexts_stay_within_the_budget(tiny, synth_root):
         build_method("bm25@0")
 
 
-def test_compression_prompt_puts_the_most_attended_marked_item_last(tiny, synth_root):
+def test_compression_prompt_puts_the_item_the_target_ranks_first_last(tiny, synth_root):
     from dataclasses import replace
 
     from components.lamp.records import ProfileItem
 
     q = next(q for q in _questions(synth_root, 10)[0] if len(q.profile) >= 4)
     a, b, c, d = (ProfileItem(p.id, p.fields, f"2020-01-0{i + 1}") for i, p in enumerate(q.profile[:4]))
-    scored = compression_prompt(SPEC, replace(q, profile=[a, b, c, d]), [True, True, True, False], 8, tiny,
-                                scores=[0.9, 0.1, 0.5, 0.7])
+    profile, flags = [a, b, c, d], [True, True, True, False]
+    ranked = marked_by_score(SPEC, replace(q, profile=profile), [0.9, 0.1, 0.5, 0.7], flags)
+    assert ranked == [0, 2, 1]
+    scored = compression_prompt(SPEC, replace(q, profile=profile), flags, 8, tiny, ranked)
     # unmarked first by date, then marked in rising score: d | b, c, a
     dated = [ProfileItem(x.id, x.fields, f"2020-01-0{i + 1}") for i, x in enumerate([d, b, c, a])]
     assert scored == compression_prompt(SPEC, replace(q, profile=dated), [False, True, True, True], 8, tiny)
@@ -201,6 +204,28 @@ def test_targets_rank_marked_items_and_teacher_targets_name_their_file(tiny, syn
         TeacherTargets(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="compression target"):
         target_builder("summaries")
+
+
+def test_the_consensus_target_leads_with_the_item_whose_output_the_marked_items_agree_on(tiny):
+    from components.lamp.records import ProfileItem, Question
+
+    def question(task, field, outputs):
+        items = [ProfileItem(id=str(i), fields={"text": f"w{i} x", "description": f"w{i}", field: o})
+                 for i, o in enumerate(outputs)]
+        return Question(id="q", input="x", profile=items)
+
+    lamp3 = get_task("LaMP-3")
+    scores = [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]
+    flags = [True] * 5 + [False]
+    q = question(lamp3, "score", ["5", "2", "3", "4", "3", "3"])
+    assert marked_by_consensus(lamp3, q, scores, flags) == [2, 0, 1, 3, 4]    # median of 5 2 3 4 3: 3, most attended
+    target = target_builder("marked-consensus")(lamp3, q, scores, flags, 40, tiny.tokenize, tiny.detokenize)
+    assert target.startswith(compact_item(lamp3, q.profile[2]))
+    q = question(SPEC, "tag", ["comedy", "drama", "drama", "comedy", "horror", "drama"])
+    assert marked_by_consensus(SPEC, q, scores, flags)[0] == 0                 # a tie: the more attended
+    assert marked_by_consensus(SPEC, q, scores, [True, True] + [False] * 4) == [0, 1]    # two items: by score
+    assert ranking_of(target_builder("marked-consensus")) is marked_by_consensus
+    assert ranking_of(None) is marked_by_score                                  # teacher summaries: by score
 
 
 def test_finetune_trains_lora_and_mark_tokens_and_leaves_the_backbone_alone(tiny, synth_root):

@@ -43,20 +43,19 @@ MARK_TOKENS = (MARK_START, MARK_END)
 # --- compression prompts and targets ------------------------------------------------------
 
 def compression_prompt(spec: TaskSpec, q: Question, flags: Sequence[bool], budget: int, compressor: Backbone,
-                       scores: Sequence[float] | None = None) -> str:
+                       ranked: Sequence[int] | None = None) -> str:
     """The compressor's input: the instruction with the budget and the task input, after the
     profile items with the marked ones wrapped. Marked items go last (next to the
-    instruction) so that a profile longer than the window loses unmarked items first;
-    with the marker's `scores` they go in rising score, the most attended one last, so the
-    compressor can tell which marked item the target puts first (the marks alone do not
-    say; on LaMP-3 at budget 8, where one item fits, the order took attn-gs@8 from MAE
-    0.650 to 0.600: docs/attn-gs.md). Unmarked items keep their dates' order."""
-    def key(i):
-        if flags[i] and scores is not None:
-            return (True, float(scores[i]), "", i)
-        return (bool(flags[i]), float("-inf"), q.profile[i].date or "", i)
-
-    order = sorted(range(len(q.profile)), key=key)
+    instruction) so that a profile longer than the window loses unmarked items first.
+    `ranked` (the marked items as the target ranks them: `marked_by_score`,
+    `marked_by_consensus`) puts them in its reverse order, the item the target puts first
+    last, so that the compressor can tell which one that is (the marks alone do not say; on
+    LaMP-3 at budget 8, where one item fits, ordering them by score took attn-gs@8 from MAE
+    0.650 to 0.600: docs/attn-gs.md). Other items keep their dates' order."""
+    ranked = list(ranked or [])
+    by_date = [i for i in sorted(range(len(q.profile)), key=lambda i: (q.profile[i].date or "", i))
+               if i not in set(ranked)]
+    order = [i for i in by_date if not flags[i]] + [i for i in by_date if flags[i]] + ranked[::-1]
     instruction = (f"Write this user's context for the task below in at most {budget} tokens, "
                    f"putting the important items first. Task: {q.input}")
     limit = compressor.max_length - budget - 6
@@ -64,12 +63,51 @@ def compression_prompt(spec: TaskSpec, q: Question, flags: Sequence[bool], budge
                         compressor.detokenize, marked=[bool(flags[i]) for i in order]).text
 
 
-def marked_content_target(spec: TaskSpec, q: Question, scores: Sequence[float], flags: Sequence[bool], budget: int,
-                          tokenize, detokenize) -> str:
-    """The demo's target: the marked items, most attended first, each as its compact form
-    (the past output in LaMP's words), fitted to the budget."""
-    order = sorted((i for i, f in enumerate(flags) if f), key=lambda i: -scores[i])
-    return fit_compact([compact_item(spec, q.profile[i]) for i in order], budget, tokenize, detokenize)
+def marked_by_score(spec: TaskSpec, q: Question, scores: Sequence[float], flags: Sequence[bool]) -> list[int]:
+    """The marked items, most attended first."""
+    return sorted((i for i, f in enumerate(flags) if f), key=lambda i: -scores[i])
+
+
+def marked_by_consensus(spec: TaskSpec, q: Question, scores: Sequence[float], flags: Sequence[bool]) -> list[int]:
+    """The marked items with, first, the most attended one whose past output is what the
+    marked items agree on: their median for numeric outputs (ratings), else the most
+    frequent output (ties: the more attended). The rest follow by score. With one item in
+    the budget, a single item's output is a noisy guess; the marked items' consensus is the
+    summary a teacher would write ("this user rates such items 4"), kept in the words of one
+    real item (docs/attn-gs.md, "The consensus target")."""
+    order = marked_by_score(spec, q, scores, flags)
+    outputs = [q.profile[i].fields.get(spec.label_field) if spec.label_field else None for i in order]
+    if len(order) < 3 or None in outputs:
+        return order
+    try:
+        values = sorted(float(o) for o in outputs)
+        median = values[(len(values) - 1) // 2]                  # the lower median: one of the values
+        agreed = next(o for o in outputs if float(o) == median)
+    except ValueError:
+        agreed = max(outputs, key=outputs.count)                 # max keeps the first (most attended) tie
+    lead = order[outputs.index(agreed)]
+    return [lead] + [i for i in order if i != lead]
+
+
+Ranking = Callable[[TaskSpec, Question, Sequence[float], Sequence[bool]], list[int]]
+
+
+class CompactTarget:
+    """The demo's targets: the marked items in an order (`marked_by_score`,
+    `marked_by_consensus`), each as its compact form (the past output in LaMP's words),
+    fitted to the budget."""
+
+    def __init__(self, order: Ranking):
+        self.order = order
+
+    def __call__(self, spec: TaskSpec, q: Question, scores: Sequence[float], flags: Sequence[bool], budget: int,
+                 tokenize, detokenize) -> str:
+        return fit_compact([compact_item(spec, q.profile[i]) for i in self.order(spec, q, scores, flags)],
+                           budget, tokenize, detokenize)
+
+
+marked_content_target = CompactTarget(marked_by_score)
+marked_consensus_target = CompactTarget(marked_by_consensus)
 
 
 class TeacherTargets:
@@ -91,11 +129,18 @@ class TeacherTargets:
         return detokenize(tokenize(str(self.summaries[q.id]))[:budget])
 
 
-TARGET_BUILDERS: dict[str, Callable] = {"marked-content": marked_content_target}
+TARGET_BUILDERS: dict[str, Callable] = {"marked-content": marked_content_target,
+                                        "marked-consensus": marked_consensus_target}
+
+
+def ranking_of(target: Callable | None) -> Ranking:
+    """How a target builder ranks the marked items (the compression prompt shows them in
+    that order, reversed); teacher summaries and unknown builders: by score."""
+    return getattr(target, "order", marked_by_score)
 
 
 def target_builder(name: str) -> Callable:
-    """`marked-content` or `teacher:<path to a JSON file of summaries>`."""
+    """`marked-content`, `marked-consensus` or `teacher:<path to a JSON file of summaries>`."""
     if name.startswith("teacher:"):
         return TeacherTargets(name.split(":", 1)[1])
     if name not in TARGET_BUILDERS:
@@ -195,7 +240,7 @@ class AttnGSMethod(Method):
 
     def __init__(self, marker: Marker | None, compressor: Backbone, budget: int, variant: str = "attention",
                  marking: MarkingConfig = MarkingConfig(), versions: str = "local", cache_root=None,
-                 seed: int = 0):
+                 seed: int = 0, ranking: Ranking = marked_by_score):
         if variant not in VARIANTS:
             raise ValueError(f"Attn-GS variant {variant!r}: use {', '.join(VARIANTS)}")
         if variant == "attention" and marker is None:
@@ -203,9 +248,10 @@ class AttnGSMethod(Method):
         if budget < 1:
             raise ValueError(f"token budget must be at least 1, got {budget}")
         self.marker, self.compressor, self.budget, self.variant = marker, compressor, budget, variant
-        self.marking, self.seed, self.versions = marking, seed, versions
+        self.marking, self.seed, self.versions, self.ranking = marking, seed, versions, ranking
         self.name = f"{VARIANTS[variant]}@{budget}"
-        namespace = hashlib.sha1(f"{versions}|{variant}|{budget}|{marking}|{seed}".encode()).hexdigest()[:16]
+        key = f"{versions}|{variant}|{budget}|{marking}|{seed}|{ranking.__name__}"
+        namespace = hashlib.sha1(key.encode()).hexdigest()[:16]
         self.cache = ContextCache(cache_root if cache_root is not None else default_context_root(), namespace)
         self.timings = Timings()
 
@@ -229,8 +275,11 @@ class AttnGSMethod(Method):
             t0 = time.perf_counter()
             all_scores = self.scores(spec, todo)
             t1 = time.perf_counter()
-            prompts = [compression_prompt(spec, q, self.flags(s), self.budget, self.compressor, s)
-                       for q, s in zip(todo, all_scores)]
+            prompts = []
+            for q, s in zip(todo, all_scores):
+                flags = self.flags(s)
+                prompts.append(compression_prompt(spec, q, flags, self.budget, self.compressor,
+                                                  self.ranking(spec, q, s, flags)))
             raw = self.compressor.generate(prompts, self.budget + 4, batch_size=32)
             new = {question_key(q): downstream.detokenize(downstream.tokenize(text)[:self.budget]).strip()
                    for q, text in zip(todo, raw)}
@@ -257,6 +306,7 @@ def training_pairs(spec: TaskSpec, questions: Sequence[Question], marker: Marker
     from tqdm.auto import tqdm
 
     prompts, targets = [], []
+    ranking = ranking_of(target)
     questions = [q for q in questions if q.profile]
     for start in tqdm(range(0, len(questions), batch_size), desc="mark training profiles", disable=not progress,
                       mininterval=2):
@@ -264,6 +314,6 @@ def training_pairs(spec: TaskSpec, questions: Sequence[Question], marker: Marker
         for q, s in zip(batch, marker.score(spec, batch)):
             flags = mark(s, marking)
             for b in budgets:
-                prompts.append(compression_prompt(spec, q, flags, b, compressor, s))
+                prompts.append(compression_prompt(spec, q, flags, b, compressor, ranking(spec, q, s, flags)))
                 targets.append(target(spec, q, s, flags, b, compressor.tokenize, compressor.detokenize))
     return prompts, targets
