@@ -218,7 +218,7 @@ class AttnGSSettings(_Strict):
     rule: Literal["alpha", "top_p", "top_k"] = "top_k"
     alpha: float = Field(0.5, gt=0, le=1)
     top_p: float = Field(0.5, gt=0, le=1)
-    top_k: int = Field(2, ge=1)
+    top_k: int = Field(5, ge=1)
     attention_weight: float = Field(1.0, ge=0, description="weight of the marker's attention loss")
     hide_outputs: bool = True
     query: Literal["last", "input", "generated"] = "last"
@@ -232,7 +232,7 @@ class AttnGSSettings(_Strict):
     compressor_rank: int = Field(16, ge=1)
     compressor_lr: float = Field(3e-3, gt=0)
     batch_size: int = Field(8, ge=1)
-    target: str = Field("marked-content",
+    target: str = Field("marked-consensus",
                         description="marked-content | marked-consensus | teacher:<JSON file of summaries>")
     train_budgets: list[int] = [4, 8, 16, 32]
     budgets: list[int] = Field([8, 32], description="budgets evaluated (methods attn-gs@B)")

@@ -53,8 +53,9 @@ def compression_prompt(spec: TaskSpec, q: Question, flags: Sequence[bool], budge
     LaMP-3 at budget 8, where one item fits, ordering them by score took attn-gs@8 from MAE
     0.650 to 0.600: docs/attn-gs.md). Other items keep their dates' order."""
     ranked = list(ranked or [])
+    shown_by_rank = set(ranked)
     by_date = [i for i in sorted(range(len(q.profile)), key=lambda i: (q.profile[i].date or "", i))
-               if i not in set(ranked)]
+               if i not in shown_by_rank]
     order = [i for i in by_date if not flags[i]] + [i for i in by_date if flags[i]] + ranked[::-1]
     instruction = (f"Write this user's context for the task below in at most {budget} tokens, "
                    f"putting the important items first. Task: {q.input}")
@@ -71,7 +72,8 @@ def marked_by_score(spec: TaskSpec, q: Question, scores: Sequence[float], flags:
 def marked_by_consensus(spec: TaskSpec, q: Question, scores: Sequence[float], flags: Sequence[bool]) -> list[int]:
     """The marked items with, first, the most attended one whose past output is what the
     marked items agree on: their median for numeric outputs (ratings), else the most
-    frequent output (ties: the more attended). The rest follow by score. With one item in
+    frequent output (ties: the more attended). The rest follow by score (all of them with
+    fewer than three marked items, or an item without an output). With one item in
     the budget, a single item's output is a noisy guess; the marked items' consensus is the
     summary a teacher would write ("this user rates such items 4"), kept in the words of one
     real item (docs/attn-gs.md, "The consensus target")."""
