@@ -5,14 +5,18 @@
    the training profiles, trains the compressor (`components/methods/attn_gs/train.py`).
 2. Marker quality on the test questions against the generator's ground-truth relevant
    items (`relevance.json`): precision@k / recall@k of the inference-only marker (the
-   task backbone as is), the fine-tuned marker, random marking, and BM25 for reference.
+   marking model as is: the task backbone, or `--marker-source`), the fine-tuned marker,
+   random marking, and BM25 for reference.
 3. Quality and context tokens on time/test for: non-personalized, full context, BM25-4,
    and at every budget B: Attn-GS (fine-tuned marker), Attn-GS with the inference-only
    marker, random marking, mark-all, direct summary (compressor without marks),
    recency@B, bm25@B, dense@B (ranked items in compact form, fitted to B), and
    `attn-gs-target@B`: the compressor's training target in place of what it writes (a
    perfect compressor), with the share of questions where the compressor wrote exactly that
-   and where it began with the past output its target puts first.
+   and where it began with the past output its target puts first; and `bm25-target@B`: the
+   same target built on BM25's scores instead of the marker's (BM25's top items under the
+   marking rule, in the target's order: with `marked-consensus`, the item whose output
+   BM25's top 5 agree on first), which tells the target's share of the gain from the marker's.
 4. Costs: marking and compression seconds per user; a second evaluation of Attn-GS at
    each budget reads the compressed-context cache (hit rate reported).
 5. The plot of quality against mean context tokens (log scale) and the table behind it
@@ -86,6 +90,16 @@ def perfect_compressor(target):
     return PerfectCompressor
 
 
+class FixedScores:
+    """A stand-in marker that returns given scores per question id (BM25's, for `bm25-target@B`)."""
+
+    def __init__(self, scores: dict[str, list[float]]):
+        self.by_id = scores
+
+    def score(self, spec, questions):
+        return [self.by_id[q.id] for q in questions]
+
+
 def compressor_fidelity(written, perfect, backbone) -> dict:
     """How close what the compressor wrote (`written`, one context per question) is to its
     training target (`perfect.targets` after the perfect compressor's evaluation)."""
@@ -111,6 +125,11 @@ def main() -> None:
     ap.add_argument("--compressor-steps", type=int, default=1200,
                     help="compressor training steps (params.yaml's pipeline budget is smaller)")
     ap.add_argument("--compressor-questions", type=int, default=600, help="questions marked to train the compressor")
+    ap.add_argument("--marker-source", default=None,
+                    help="the model the marker reads: backbone | minilm | a name or path (default: params.yaml)")
+    ap.add_argument("--layers", default=None, help="marking layers, e.g. 0 or 1 (default: params.yaml)")
+    ap.add_argument("--head", default=None,
+                    help="head aggregation: mean | max | one head's index (default: params.yaml)")
     ap.add_argument("--target", default=None,
                     help="the compressor's training target: marked-content | marked-consensus (default: params.yaml)")
     ap.add_argument("--top-k", type=int, default=None,
@@ -131,7 +150,7 @@ def main() -> None:
     from components.lamp.splits import split_files
     from components.lamp.tasks import get_task
     from components.methods import build_method
-    from components.methods.attn_gs.marking import Marker, random_scores
+    from components.methods.attn_gs.marking import Marker, marker_base, random_scores
     from components.methods.attn_gs.method import AttnGSMethod, ranking_of, target_builder
     from components.methods.attn_gs.data import training_data
     from components.methods.attn_gs.train import train_attn_gs
@@ -142,7 +161,8 @@ def main() -> None:
     spec = get_task(args.task)
     given = {"marker_steps": args.marker_steps, "train_budgets": args.train_budgets,
              "marker_supervision": args.supervision, "marker_temperature": args.temperature,
-             "target": args.target, "top_k": args.top_k}
+             "target": args.target, "top_k": args.top_k, "marker_source": args.marker_source,
+             "layers": args.layers, "head_aggregation": args.head}
     settings = load_profile(None, ROOT / "params.yaml").attn_gs.model_copy(update={
         "compressor_steps": args.compressor_steps, "max_compressor_questions": args.compressor_questions,
         **{k: v for k, v in given.items() if v is not None}})
@@ -169,7 +189,7 @@ def main() -> None:
         for rank, i in enumerate(order):
             s[i] = -float(rank)
         bm25.append(s)
-    inference_only = Marker(backbone, marking)                   # the task backbone as is: the same at every seed
+    inference_only = Marker(marker_base(settings.marker_source, backbone), marking)  # the marking model as is
     fixed_scores = {"inference-only marker": inference_only.score(spec, test_q),
                     "random marking": [random_scores(q) for q in test_q], "bm25 (reference)": bm25}
     cache_root = Path(tempfile.mkdtemp(prefix="attn-gs-contexts-"))
@@ -189,6 +209,12 @@ def main() -> None:
     for name in ["non-personalized", "full-context", "bm25-4"] + [f"{r}@{b}" for b in budgets
                                                                    for r in ("recency", "bm25", "dense")]:
         run(build_method(name))
+    bm25_marker = FixedScores({q.id: s for q, s in zip(test_q, bm25)})
+    for b in budgets:
+        bm25_target = PerfectCompressor(bm25_marker, backbone, b, "attention", marking, versions="bench-bm25",
+                                        cache_root=cache_root)
+        bm25_target.name = f"bm25-target@{b}"
+        run(bm25_target)
     for seed in args.seeds:
         seeded = settings.model_copy(update={"seed": seed})
         t0 = time.perf_counter()

@@ -211,6 +211,9 @@ class PPlugSettings(_Strict):
 
 class AttnGSSettings(_Strict):
     """Attn-GS (issue 4): marker and compressor; choices documented in docs/attn-gs.md."""
+    marker_source: str = Field("backbone", min_length=1,
+                               description="the model the marker reads: backbone (the task backbone) | minilm "
+                                           "(the packaged pretrained all-MiniLM-L6-v2) | a model name or path")
     layers: str = Field("middle", description="marking layers: middle | last | all | indices like '0,1'")
     head_aggregation: str = Field("mean", pattern=r"^(mean|max|[0-9]+)$",
                                   description="mean | max over heads, or one head's index")

@@ -36,3 +36,17 @@ def tiny_backbone(kind: str, corpus: list[str], directory: Path, seed: int = 0) 
             decoder_start_token_id=tok.pad_token_id))
     save_backbone(Backbone(model, tok), directory)
     return load_backbone(directory, dtype="float32")   # exact comparisons; on a GPU too
+
+
+def tiny_encoder(corpus: list[str], directory: Path, seed: int = 0) -> Path:
+    """A BERT-style encoder (no LM head) saved with its tokenizer: a marking model that cannot
+    generate, as the pretrained all-MiniLM-L6-v2 is. Returns the directory."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tok = build_tokenizer(tiny_corpus(corpus), max_length=128)
+    tok.padding_side = "right"
+    model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, max_position_embeddings=128, pad_token_id=tok.pad_token_id))
+    save_backbone(Backbone(model, tok), directory)
+    return directory

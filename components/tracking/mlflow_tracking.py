@@ -149,14 +149,16 @@ def backbone_cache_dir(repo: str | Path, model_uri: str) -> Path:
     return Path(repo).resolve() / ".state" / "backbones" / store / model_uri.removeprefix("models:/").replace("/", "-v")
 
 
-def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
-    """A local directory, or a registered backbone (downloaded once into .state/backbones)."""
+def resolve_backbone(task: str, uri: str | None, repo: str | Path = ".", loader=None):
+    """A local directory, or a registered backbone (downloaded once into .state/backbones),
+    loaded with `loader` (default `load_backbone`; Attn-GS's marker may be an encoder)."""
     from components.backbone.model import load_backbone
 
+    load = loader or load_backbone
     if uri is None:
         uri = latest_backbone_uri(task)
     if not uri.startswith("models:/"):
-        return load_backbone(uri), uri
+        return load(uri), uri
     from components.storage.files import named_lock
 
     cache = backbone_cache_dir(repo, uri)
@@ -167,7 +169,7 @@ def resolve_backbone(task: str, uri: str | None, repo: str | Path = "."):
             shutil.rmtree(tmp, ignore_errors=True)
             download_backbone(uri, tmp)
             tmp.rename(cache)
-    return load_backbone(weights), uri
+    return load(weights), uri
 
 
 def latest_backbone_uri(task: str, name: str | None = None) -> str:

@@ -400,3 +400,71 @@ def test_generated_query_reads_the_rows_that_generate_the_answer(tiny, synth_roo
             assert modules[0]._persona_rows[-1].shape[-1] == tiny.max_length
     with pytest.raises(ValueError, match="needs the answers"), capture_attention(model, "0", "generated") as modules:
         item_attention(tiny, prompts, modules, config)
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(synth_root, tmp_path_factory):
+    from tests.tiny_models import tiny_encoder
+
+    words = []
+    for q in read_questions(synth_root / "LaMP-2" / "train_questions.json")[:40]:
+        words.append(q.input)
+        words += [v for p in q.profile for v in p.fields.values()]
+    return tiny_encoder(words, tmp_path_factory.mktemp("encoder"))
+
+
+def test_an_encoder_marks_from_its_own_attention_and_cannot_mark_from_generation(encoder_dir, synth_root, tiny):
+    from components.methods.attn_gs.marking import load_white_box, marker_base
+
+    encoder = marker_base(str(encoder_dir), tiny)
+    assert type(encoder.model).__name__ == "BertModel"              # not an LM head with fresh weights
+    assert marker_base("backbone", tiny) is tiny
+    assert type(load_white_box(tiny.name).model) is type(tiny.model)   # LMs load as LMs
+    qs, _ = _questions(synth_root, 3)
+    texts = [build_prompt(SPEC, q.input, q.profile[:4], 120, encoder.tokenize, encoder.detokenize).text for q in qs]
+    enc = encoder.encode_batch(texts)
+    last = enc["attention_mask"].sum(1) - 1                                   # right padding: pads come last
+    with torch.no_grad(), capture_attention(encoder.model, "1", query="input") as modules:
+        modules[0]._persona_positions = last[:, None]
+        encoder.model(**enc)
+        row = modules[0]._persona_rows[-1]                                   # [B, heads, T]
+    full = _eager_attentions(encoder.model, enc, {}).attentions[1]
+    assert torch.allclose(row, full[torch.arange(len(texts)), :, last], atol=1e-5)
+    for query in ("input", "last"):      # a batch (padded) scores as each question alone
+        marker = Marker(encoder, MarkingConfig(layers="1", query=query))
+        scores = marker.score(SPEC, qs)
+        assert [len(s) for s in scores] == [len(q.profile) for q in qs] and all(min(s) > 0 for s in scores)
+        alone = [marker.score(SPEC, [q])[0] for q in qs]
+        assert all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5) for a, b in zip(alone, scores))
+    with pytest.raises(ValueError, match="'generated' needs a language model.*is an encoder"):
+        Marker(encoder, MarkingConfig(query="generated"))
+
+
+def test_fine_tuning_an_encoder_marker_trains_its_query_and_key_only(encoder_dir, synth_root, tiny):
+    from components.lamp.history import history_examples
+    from components.methods.attn_gs.marking import load_white_box
+
+    encoder = load_white_box(str(encoder_dir))
+    qs, golds = _questions(synth_root, 12)
+    pairs = [(q, golds[q.id]) for q in qs] + list(history_examples(SPEC, qs))[:40]
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    marker, losses = finetune_marker(encoder, SPEC, pairs, MarkingConfig(layers="0", query="input"),
+                                     FinetuneConfig(steps=3, batch_size=4, lr=1e-2), progress=False)
+    changed = {k for k, v in marker.model.state_dict().items() if not torch.equal(before[k], v)}
+    where = "encoder.layer.0.attention.self"
+    assert changed and changed <= {f"{where}.{p}.{w}" for p in ("query", "key") for w in ("weight", "bias")}
+    assert all(torch.equal(before[k], v) for k, v in encoder.model.state_dict().items())
+
+
+def test_chunks_keep_whole_items_where_they_fit(tiny, synth_root):
+    q = _questions(synth_root, 1)[0][0]
+    small = copy.copy(tiny)
+    small.tokenizer = copy.deepcopy(tiny.tokenizer)
+    small.tokenizer.model_max_length = 110
+    chunks = list(Marker(small, MarkingConfig())._chunks(SPEC, q, 106))
+    assert len(chunks) > 1
+    seen = [i for _, idx, _ in chunks for i in idx]
+    assert sorted(seen) == list(range(len(q.profile)))                     # each item once
+    for prompt, idx, _ in chunks:
+        for i in idx:                                                      # not cut to a stub
+            assert q.profile[i].fields["description"] in prompt.text

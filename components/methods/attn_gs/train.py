@@ -1,6 +1,7 @@
 """Fine-tuning for Attn-GS's two models.
 
-- the **marker** (`finetune_marker`): a copy of the task backbone whose marking layers'
+- the **marker** (`finetune_marker`): a copy of the marking model (the task backbone,
+  or the pretrained model `attn_gs.marker_source` names) whose marking layers'
   query and key projections are trained so that their attention puts a larger share on
   weakly labelled relevant items (`marker_examples`), each layer with a learned scale on
   both (a temperature of its attention, folded into the weights after training); nothing
@@ -262,17 +263,19 @@ def finetune_marker(backbone: Backbone, spec, pairs, marking, cfg: FinetuneConfi
 
 def train_attn_gs(backbone: Backbone, spec, pairs, settings: AttnGSSettings,
                   progress: bool = True) -> tuple[Backbone, Backbone, dict]:
-    """Fine-tune the marker -> mark the training profiles -> train the compressor, as the
-    `attn_gs` section of params.yaml (`settings`) says.
+    """Fine-tune the marker (from `settings.marker_source`: the task backbone, or a
+    pretrained white-box model) -> mark the training profiles -> train the compressor (from
+    the task backbone), as the `attn_gs` section of params.yaml (`settings`) says.
     Returns (marker, compressor, info with losses and seconds per step)."""
     import time
 
-    from components.methods.attn_gs.marking import Marker
+    from components.methods.attn_gs.marking import Marker, marker_base
     from components.methods.attn_gs.method import MARK_TOKENS, target_builder, training_pairs
 
     marking, marker_cfg, compressor_cfg = settings.configs()
     t0 = time.perf_counter()
-    marker, marker_losses = finetune_marker(backbone, spec, pairs, marking, marker_cfg, settings.attention_weight,
+    base = marker_base(settings.marker_source, backbone)
+    marker, marker_losses = finetune_marker(base, spec, pairs, marking, marker_cfg, settings.attention_weight,
                                             progress, settings.marker_supervision, settings.marker_answer_weight,
                                             settings.marker_temperature)
     t1 = time.perf_counter()
