@@ -20,6 +20,12 @@ it is among the profile's top-4 BM25 matches; the marker applies this to the sho
 `inference-sweep`: precision@2 of the inference-only marker (the task backbone's raw
 attention) over every marking setting, next to random marking.
 
+`heads`: which layer and head of the marking model (`--marker-source`: the task backbone,
+`minilm` or a name or path) points at the relevant items on its own: precision@2 of the
+inference-only marker for every layer, with each head alone and the mean over heads, on
+the split given (`--split time/dev` to choose a head without looking at time/test),
+with params.yaml's query, item pooling and hidden outputs; one pass per layer.
+
 `planted`: the same question in the setting the backbone was trained on: one ground-truth
 relevant item (the newest) among 3 random others of the profile, either in date order (as
 every prompt is built; the relevant item is then often the newest, so a recency-biased
@@ -48,6 +54,7 @@ item's new label, so only matching the input against the items' texts beats chan
         [--seeds 0 1 2] [--no-temperature]
     python bench/attn_gs_diagnostics.py weak-labels [--task LaMP-3] [--limit 500]
     python bench/attn_gs_diagnostics.py inference-sweep [--task LaMP-3] [--limit 200]
+    python bench/attn_gs_diagnostics.py heads [--task LaMP-3] [--marker-source minilm] [--split time/dev]
     python bench/attn_gs_diagnostics.py planted [--task LaMP-3] [--limit 300] [--backbone DIR]
     python bench/attn_gs_diagnostics.py positions [--task LaMP-3] [--limit 300] [--backbone DIR]
     python bench/attn_gs_diagnostics.py recall [--task LaMP-3] [--limit 300] [--backbone DIR]
@@ -156,6 +163,31 @@ def inference_sweep(spec, backbone, questions, relevance, per_head: int = 0) -> 
               f"heads {heads:<4} precision@2 {p2:.3f}", flush=True)
 
 
+def head_sweep(spec, marker_model, questions, relevance) -> None:
+    import dataclasses
+
+    from components.config import load_profile
+    from components.methods.attn_gs.marking import Marker, attention_modules, random_scores
+
+    marking = load_profile(None, ROOT / "params.yaml").attn_gs.configs()[0]
+    print(f"  {marker_model.name}: query {marking.query}, pooling {marking.token_pooling}, outputs "
+          f"{'hidden' if marking.hide_outputs else 'shown'}; random marking precision@2 "
+          f"{precision_at_2([random_scores(q) for q in questions], questions, relevance):.3f}", flush=True)
+    best = (-1.0, None)
+    for layer in range(len(attention_modules(marker_model.model, marking.query))):
+        scores = Marker(marker_model, dataclasses.replace(marking, layers=str(layer))).score(spec, questions,
+                                                                                            per_head=True)
+        n_heads = len(next(s for s in scores if s)[0])
+        per_head = [precision_at_2([[item[h] for item in s] for s in scores], questions, relevance)
+                    for h in range(n_heads)]
+        mean = precision_at_2([[sum(item) / n_heads for item in s] for s in scores], questions, relevance)
+        best = max(best, *((p, (layer, h)) for h, p in enumerate(per_head)))
+        print(f"  layer {layer}: heads mean {mean:.3f}; each head " + " ".join(f"{h}:{p:.3f}" for h, p in
+                                                                              enumerate(per_head)), flush=True)
+    print(f"  best: layer {best[1][0]} head {best[1][1]}, precision@2 {best[0]:.3f} "
+          f"(params.yaml: attn_gs.layers \"{best[1][0]}\", head_aggregation {best[1][1]})")
+
+
 def _planted(questions, relevance, others: int = 3, places: int = 4):
     """(question, its newest relevant item, `others` random non-relevant items, a random
     place among `places`) for every question that has them; one fixed random draw."""
@@ -259,8 +291,8 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
     from components.methods.attn_gs.marking import Marker, MarkingConfig, capture_attention, item_attention
     from components.methods.attn_gs.train import FinetuneConfig, finetune_marker, marker_examples
 
-    marking = MarkingConfig(layers=args.layers, query=args.query)
-    summed = MarkingConfig(layers=args.layers, query=args.query, token_pooling="sum")
+    marking = MarkingConfig(layers=args.layers, query=args.query, head_aggregation=args.head)
+    summed = MarkingConfig(layers=args.layers, query=args.query, head_aggregation=args.head, token_pooling="sum")
     pairs = training_data(spec, ROOT / "data", 6000)
     held_out = [e for e in marker_examples(spec, pairs[:400], backbone.max_length - 10, backbone.tokenize,
                                            backbone.detokenize, seed=1, supervision=args.supervision)
@@ -290,8 +322,8 @@ def marker_share(spec, backbone, args, test_questions, relevance) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "planted", "positions",
-                                     "recall"],
+    ap.add_argument("what", choices=["formats", "marker-share", "weak-labels", "inference-sweep", "heads", "planted",
+                                     "positions", "recall"],
                     help="which diagnostic")
     ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
     ap.add_argument("--limit", type=int, default=300,
@@ -301,6 +333,12 @@ def main() -> None:
     ap.add_argument("--layers", default="0", help="marker-share: marking layers")
     ap.add_argument("--query", default="input", choices=["last", "input", "generated"],
                     help="marker-share: marking query (generated: from the positions that write the answer)")
+    ap.add_argument("--head", default="mean", help="marker-share: head aggregation (mean | max | a head's index)")
+    ap.add_argument("--marker-source", default="backbone",
+                    help="heads, inference-sweep, planted, marker-share: the model the marker reads: backbone "
+                         "(the task backbone) | minilm | a name or path (as attn_gs.marker_source)")
+    ap.add_argument("--split", default=None,
+                    help="questions from this split (default: time/train for weak-labels, time/test otherwise)")
     ap.add_argument("--per-head", action="store_true",
                     help="inference-sweep, planted: also each attention head alone")
     ap.add_argument("--backbone", metavar="DIR",
@@ -321,16 +359,24 @@ def main() -> None:
 
     spec = get_task(args.task)
     mlflow_tracking.configure(ROOT)
+    reads_marker = args.what in ("heads", "inference-sweep", "planted", "marker-share")
     if args.backbone:
         from components.backbone.model import load_backbone
 
         backbone = load_backbone(args.backbone)
+    elif reads_marker and args.marker_source != "backbone":
+        backbone = None                                     # the marking model is all it needs
     else:
         backbone, _ = resolve_backbone(spec.name, None, ROOT)
-    qfile, ofile = split_files(spec.name, "time/train" if args.what == "weak-labels" else "time/test", ROOT / "data")
+    split = args.split or ("time/train" if args.what == "weak-labels" else "time/test")
+    qfile, ofile = split_files(spec.name, split, ROOT / "data")
     questions = read_questions(qfile, spec)[:args.limit]
     relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
-    print(f"{spec.name}: {args.what}")
+    print(f"{spec.name} {split}: {args.what}")
+    if reads_marker:
+        from components.methods.attn_gs.marking import marker_base
+
+        backbone = marker_base(args.marker_source, backbone)      # the model whose attention is read
     config = backbone.model.config
     heads = (getattr(config, "num_attention_heads", None) or config.num_heads) if args.per_head else 0
     if args.what == "formats":
@@ -339,6 +385,8 @@ def main() -> None:
         weak_labels(spec, questions, read_golds(ofile, spec), relevance)
     elif args.what == "inference-sweep":
         inference_sweep(spec, backbone, questions, relevance, heads)
+    elif args.what == "heads":
+        head_sweep(spec, backbone, questions, relevance)
     elif args.what == "planted":
         planted(spec, backbone, questions, relevance, heads)
     elif args.what == "positions":

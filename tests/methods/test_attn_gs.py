@@ -98,6 +98,9 @@ def test_one_head_scores_average_to_the_mean_over_heads_and_a_missing_head_is_na
         averaged = torch.tensor([row[b] for row in each]).mean(0)
         assert torch.allclose(averaged, torch.tensor(mean[b]), atol=1e-6)
     assert any(each[0][b] != each[1][b] for b in range(len(qs)))          # the heads differ
+    per_head = Marker(tiny, config).score(SPEC, qs, per_head=True)          # one pass, every head (the sweep's)
+    for b in range(len(qs)):
+        assert torch.allclose(torch.tensor(per_head[b]).T, torch.tensor([row[b] for row in each]), atol=1e-6)
     with pytest.raises(ValueError, match=f"head_aggregation {heads}: the marking layers have {heads} heads"):
         Marker(tiny, MarkingConfig(layers="1", head_aggregation=str(heads))).score(SPEC, qs)
     from components.config import AttnGSSettings
@@ -468,3 +471,45 @@ def test_chunks_keep_whole_items_where_they_fit(tiny, synth_root):
     for prompt, idx, _ in chunks:
         for i in idx:                                                      # not cut to a stub
             assert q.profile[i].fields["description"] in prompt.text
+
+
+def test_bad_profiles_fall_back_clearly_and_large_budgets_stay_within_the_profile(tiny, synth_root, tmp_path):
+    from components.lamp.records import ProfileItem, Question
+
+    qs, golds = _questions(synth_root, 3, "dev")
+    empty = Question(id="empty", input=qs[0].input, profile=[], user_id="nobody")
+    run_on = dataclasses.replace(qs[1], id="run-on", profile=[ProfileItem(
+        "r1", {"description": " ".join(["guku peza nagibi"] * 12), "tag": "comedy"}, "2020-01-01")])
+    marker = Marker(tiny, MarkingConfig(layers="last", rule="top_k", top_k=2))
+    scores = marker.score(SPEC, [empty, run_on])
+    assert scores[0] == [] and mark(scores[0], marker.config) == []          # no items: no marks
+    assert len(scores[1]) == 1 and scores[1][0] > 0 and mark(scores[1], marker.config) == [True]  # one sentence
+    compressor, _ = finetune(tiny, [compression_prompt(SPEC, q, [True] * len(q.profile), 6, tiny) for q in qs],
+                             [golds[q.id] for q in qs], FinetuneConfig(steps=1, batch_size=2),
+                             new_tokens=(MARK_START, MARK_END), progress=False)
+    full = max(tiny.count_tokens(" ".join(compact_item(SPEC, p) for p in q.profile)) for q in qs)
+    assert 2 * full + 8 <= tiny.max_length // 2
+    method = AttnGSMethod(marker, compressor, 2 * full + 8, "attention", versions="t", cache_root=tmp_path)
+    preds = method.predict(tiny, SPEC, [empty, run_on, *qs])
+    assert preds[0].context_tokens == 0                                     # the non-personalized prompt
+    assert method.contexts(SPEC, [empty], tiny) == [""]
+    assert method.cache.misses == len(qs) + 1, method.cache.misses
+    assert all(p.context_tokens <= method.budget for p in preds)
+    with pytest.raises(ValueError, match=f"budget {tiny.max_length} leaves too little of the compressor's"):
+        AttnGSMethod(marker, compressor, tiny.max_length, "attention")
+
+
+def test_attention_the_marker_cannot_read_fails_with_a_clear_message(tiny, synth_root):
+    from components.methods.attn_gs.marking import AttentionUnreadable, attention_modules
+
+    qs, _ = _questions(synth_root, 1)
+    model = copy.deepcopy(tiny.model)
+    outputs = 3 if tiny.is_encoder_decoder else 2       # T5's attention also returns its position bias
+    for m in attention_modules(model, "last"):          # custom attention code that bypasses the interface
+        m.forward = lambda hidden_states, *a, **k: (torch.zeros_like(hidden_states),) + (None,) * (outputs - 1)
+    model.config._attn_implementation = "eager"         # and a model loaded with another kernel: switched back
+    broken = type(tiny)(model, tiny.tokenizer, name="custom-attention")
+    with pytest.raises(AttentionUnreadable, match="never called transformers' attention interface"):
+        Marker(broken, MarkingConfig(layers="last")).score(SPEC, qs)
+    assert model.config._attn_implementation == "eager"
+    assert Marker(tiny, MarkingConfig(layers="last")).score(SPEC, qs)[0]    # the usual kernel is read as before

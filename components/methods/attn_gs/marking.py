@@ -66,6 +66,12 @@ def _rows_at(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return t.gather(2, idx[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
 
 
+class AttentionUnreadable(RuntimeError):
+    """The model's attention does not go through transformers' `AttentionInterface`, where
+    the marker reads it (whatever kernel the model was loaded with, eager, SDPA or flash,
+    the capture switches it to one that returns the row it needs)."""
+
+
 class _Captured(Exception):
     """Raised by the deepest marking layer once its rows are recorded: the later layers and
     the LM head (logits over the vocabulary at every position) are never computed."""
@@ -248,8 +254,11 @@ class Marker:
             order = [o for o in order if o not in kept]
 
     @torch.no_grad()
-    def score(self, spec: TaskSpec, questions: Sequence[Question], batch_size: int = 16) -> list[list[float]]:
-        """Per question, one score per profile item (the attention mass per token, pooled)."""
+    def score(self, spec: TaskSpec, questions: Sequence[Question], batch_size: int = 16,
+              per_head: bool = False) -> list[list]:
+        """Per question, one score per profile item (the attention mass per token, pooled);
+        with `per_head`, one list per item of every head's score (the head aggregation is
+        not applied: a sweep over heads costs one pass)."""
         bb = self.backbone
         generated = self.config.query == "generated"
         limit = bb.max_length - (spec.max_new_tokens + 2 if generated else 4)   # room for the answer
@@ -266,9 +275,9 @@ class Marker:
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 rows = item_attention(bb, [p for _, p, _, _ in batch], modules, self.config,
-                                      [s for _, _, _, s in batch], answers[start:start + batch_size])
+                                      [s for _, _, _, s in batch], answers[start:start + batch_size], per_head)
                 for (qi, _, idx, _), item_scores in zip(batch, rows):
-                    for i, s in zip(idx, item_scores.tolist()):
+                    for i, s in zip(idx, item_scores.T.tolist() if per_head else item_scores.tolist()):
                         scores[qi][i] = s
         return scores
 
@@ -324,10 +333,11 @@ def _append_answers(backbone: Backbone, inputs: dict, offsets: torch.Tensor, ans
 
 def item_attention(backbone: Backbone, prompts: Sequence, modules, config: MarkingConfig,
                    query_spans: Sequence[tuple[int, int]] | None = None,
-                   answers: Sequence[str] | None = None) -> list[torch.Tensor]:
+                   answers: Sequence[str] | None = None, per_head: bool = False) -> list[torch.Tensor]:
     """One forward over the prompts inside `capture_attention`: per prompt, the pooled
     attention of the query (the final position, the task input's content tokens, or the
-    positions that generate `answers`) on each of its items ([n_items], differentiable)."""
+    positions that generate `answers`) on each of its items ([n_items], differentiable;
+    with `per_head` [heads, n_items], the heads not aggregated)."""
     texts = [p.text for p in prompts]
     enc = backbone.tokenizer(texts, padding=True, return_tensors="pt", return_offsets_mapping=True)
     offsets = enc.pop("offset_mapping")
@@ -365,15 +375,16 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
             backbone.model(**inputs)
     except _Captured:
         pass
+    silent = [m for m in modules if not m._persona_rows]
+    if silent:
+        raise AttentionUnreadable(
+            f"{backbone.name}: its attention modules ({type(silent[0]).__name__}) never called transformers' "
+            "attention interface, so their weights cannot be read (custom attention code, or a kernel that "
+            "does not return weights): use a model whose attention transformers implements, e.g. another "
+            "attn_gs.marker_source")
     rows = torch.stack([m._persona_rows[-1] for m in modules]).mean(0)          # [B, heads, T]
-    if config.head_aggregation.isdigit():                                          # one head
-        head = int(config.head_aggregation)
-        if head >= rows.shape[1]:
-            raise ValueError(f"attn_gs.head_aggregation {head}: the marking layers have {rows.shape[1]} heads "
-                             f"(0-{rows.shape[1] - 1})")
-        rows = rows[:, head]
-    else:
-        rows = rows.mean(1) if config.head_aggregation == "mean" else rows.amax(1)   # [B, T]
+    if not per_head:
+        rows = aggregate_heads(rows, config.head_aggregation)                     # [B, T]
     valid = inputs["attention_mask"].bool().cpu() & (offsets[..., 1] > offsets[..., 0])
     out = []
     for b, prompt in enumerate(prompts):
@@ -381,14 +392,26 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
         member = ((offsets[b, None, :, 1] > spans[:, :1]) & (offsets[b, None, :, 0] < spans[:, 1:])
                   & valid[b, None]).to(rows.device)                            # [items, T]
         weights = member.to(rows.dtype)
+        row = rows[b].unsqueeze(-2)                                 # [1, T], or [heads, 1, T] per head
         if config.token_pooling == "max":
-            pooled = (rows[b, None] * weights).amax(1)
+            pooled = (row * weights).amax(-1)
         else:
-            pooled = (rows[b, None] * weights).sum(1)
+            pooled = (row * weights).sum(-1)
             if config.token_pooling == "mean":
                 pooled = pooled / weights.sum(1).clamp(min=1)
         out.append(pooled)
     return out
+
+
+def aggregate_heads(rows: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, heads, T] -> [B, T]: the mean or max over heads, or one head (its index)."""
+    if how.isdigit():
+        head = int(how)
+        if head >= rows.shape[1]:
+            raise ValueError(f"attn_gs.head_aggregation {head}: the marking layers have {rows.shape[1]} heads "
+                             f"(0-{rows.shape[1] - 1})")
+        return rows[:, head]
+    return rows.mean(1) if how == "mean" else rows.amax(1)
 
 
 def mark(scores: Sequence[float], config: MarkingConfig) -> list[bool]:

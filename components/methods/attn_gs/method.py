@@ -249,6 +249,10 @@ class AttnGSMethod(Method):
             raise ValueError("Attn-GS with attention marks needs a marker")
         if budget < 1:
             raise ValueError(f"token budget must be at least 1, got {budget}")
+        if budget > compressor.max_length // 2:
+            raise ValueError(f"token budget {budget} leaves too little of the compressor's {compressor.max_length}-"
+                             f"token window for the profile it compresses: use at most {compressor.max_length // 2} "
+                             "(or full-context, which needs no compressor)")
         self.marker, self.compressor, self.budget, self.variant = marker, compressor, budget, variant
         self.marking, self.seed, self.versions, self.ranking = marking, seed, versions, ranking
         self.name = f"{VARIANTS[variant]}@{budget}"
@@ -271,8 +275,9 @@ class AttnGSMethod(Method):
 
     def contexts(self, spec: TaskSpec, questions: Sequence[Question], downstream: Backbone) -> list[str]:
         keys = [question_key(q) for q in questions]
-        found = {k: self.cache.get(k) for k in keys}
-        todo = [q for q, k in zip(questions, keys) if found[k] is None and q.profile]
+        # no profile: no context to compress (the non-personalized prompt), and no cache lookup
+        found = {k: self.cache.get(k) for q, k in zip(questions, keys) if q.profile}
+        todo = [q for q, k in zip(questions, keys) if q.profile and found[k] is None]
         if todo:
             t0 = time.perf_counter()
             all_scores = self.scores(spec, todo)
