@@ -14,10 +14,13 @@ from flows.caching import code_version, input_cache_key
 
 
 @task(retries=2, retry_delay_seconds=5, persist_result=True,
-      cache_key_fn=input_cache_key("method", "task_name", "split", "backbone_uri", "data_version",
-                                   "settings_hash", "code", "models"))
+      cache_key_fn=input_cache_key("method", "task_name", "split", "backbone_uri", "repo", "data_version",
+                                   "settings_hash", "code", "models", "tracking"))
 def evaluate_method(method: str, task_name: str, split: str, backbone_uri: str, repo: str,
-                    profile_name: str, data_version: str, settings_hash: str, code: str, models: str = "") -> dict:
+                    profile_name: str, data_version: str, settings_hash: str, code: str, models: str = "",
+                    tracking: str = "") -> dict:
+    # the key holds the repository and the tracking store: the task writes that repository's
+    # reports and logs to that store, so a result from another checkout must not stand in for it
     from components.evaluation.run import EvalRequest, run_evaluation
 
     profile = load_profile(profile_name, f"{repo}/params.yaml")
@@ -48,10 +51,14 @@ def serving_models(method: str, task_name: str, repo: str) -> str:
 
 @flow(name="evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def evaluate(backbones: dict, repo: str = ".", profile_name: str | None = None) -> dict:
+    from pathlib import Path
+
     from components.storage.dvc import data_version
+    from components.tracking.mlflow_tracking import configure
 
     profile = load_profile(profile_name, f"{repo}/params.yaml")
-    code = code_version("components")
+    repo = str(Path(repo).resolve())
+    code, tracking = code_version("components"), configure(repo)
     version = data_version(repo)
     settings = profile.section_hash("evaluation")
     jobs = [(m, t) for t in profile.tasks for m in profile.evaluation.methods]
@@ -59,6 +66,6 @@ def evaluate(backbones: dict, repo: str = ".", profile_name: str | None = None) 
         [m for m, _ in jobs], [t for _, t in jobs], unmapped(profile.evaluation.split),
         [backbones[t]["model_uri"] for _, t in jobs], unmapped(repo), unmapped(profile.name),
         unmapped(version), unmapped(settings), unmapped(code),
-        [serving_models(m, t, repo) for m, t in jobs])
+        [serving_models(m, t, repo) for m, t in jobs], unmapped(tracking))
     results = [f.result() for f in futures]
     return {f"{r['task']}/{r['method']}": r for r in results}
