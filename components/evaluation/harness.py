@@ -35,6 +35,7 @@ class EvalResult:
 
     def summary_entry(self) -> dict:
         return {"metrics": self.metrics, "context_tokens_mean": self.costs["context_tokens_mean"],
+                "truncated_share": self.costs["truncated_share"],
                 "per_user_params": self.per_user_params,
                 "latency_ms_per_example": self.costs["latency_ms_per_example"], "n": self.n}
 
@@ -80,6 +81,9 @@ def evaluate(method: Method, backbone: Backbone, spec: TaskSpec, questions: Sequ
     costs = {
         "context_tokens_mean": statistics.fmean(ctx), "context_tokens_p95": _p95(ctx),
         "prompt_tokens_mean": statistics.fmean(p.prompt_tokens for p in preds),
+        # profiles longer than the model's window lose their oldest items: how often, how many
+        "truncated_share": statistics.fmean(p.items_dropped > 0 for p in preds),
+        "items_dropped_mean": statistics.fmean(p.items_dropped for p in preds),
         "wall_seconds": wall, "examples_per_second": len(preds) / wall if wall else 0.0,
         "latency_ms_per_example": 1000 * wall / len(preds), "peak_rss_mb": peak_rss_mb(),
     }

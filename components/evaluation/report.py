@@ -1,5 +1,6 @@
 """`persona report`: a Markdown and an HTML report of `reports/summary.json`, per task:
-every method's quality, mean context tokens, per-user parameters and latency, a Pareto plot
+every method's quality, mean context tokens, the share of questions whose profile lost its
+oldest items to the model's window, per-user parameters and latency, a Pareto plot
 (quality against context tokens, point size = per-user parameters), and the published
 numbers of the reference papers beside ours — on a different backbone and different data,
 so labelled and never mixed into our table.
@@ -83,12 +84,14 @@ def _rows(summary: dict, task: str) -> tuple[list[str], list[list[str]]]:
     names = sorted(t["methods"], key=lambda m: t["methods"][m]["metrics"][metric], reverse=t["higher_is_better"])
     front = pareto_front([(m, t["methods"][m]["context_tokens_mean"], t["methods"][m]["metrics"][metric])
                           for m in names], t["higher_is_better"])
-    header = ["method", *spec.metric_names, "context tokens", "per-user params", "latency ms/ex", "Pareto"]
+    header = ["method", *spec.metric_names, "context tokens", "truncated", "per-user params", "latency ms/ex",
+              "Pareto"]
     rows = []
     for m in names:
         e = t["methods"][m]
         rows.append([m, *[f"{e['metrics'][k]:.3f}" for k in spec.metric_names], f"{e['context_tokens_mean']:.1f}",
-                     f"{e.get('per_user_params', 0):,}", f"{e.get('latency_ms_per_example', 0):.1f}",
+                     f"{e.get('truncated_share', 0.0):.0%}", f"{e.get('per_user_params', 0):,}",
+                     f"{e.get('latency_ms_per_example', 0):.1f}",
                      "yes" if m in front else ""])
     return header, rows
 

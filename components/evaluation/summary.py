@@ -32,11 +32,11 @@ def comparison_table(summary: dict, task: str) -> str:
     rows = sorted(t["methods"].items(), key=lambda kv: kv[1]["metrics"][t["primary_metric"]],
                   reverse=t["higher_is_better"])
     names = list(spec.metric_names)
-    head = ["method", *names, "context tokens", "per-user params", "ms/example"]
+    head = ["method", *names, "context tokens", "truncated", "per-user params", "ms/example"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, e in rows:
         cells = [method, *(f"{e['metrics'][n]:.3f}" for n in names), f"{e['context_tokens_mean']:.0f}",
-                 f"{e['per_user_params']:,}", f"{e['latency_ms_per_example']:.1f}"]
+                 f"{e.get('truncated_share', 0.0):.0%}", f"{e['per_user_params']:,}", f"{e['latency_ms_per_example']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

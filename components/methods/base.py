@@ -21,6 +21,7 @@ class Prediction:
     output: str
     context_tokens: int = 0     # tokens of user context in the prompt (soft tokens count as 1 each)
     prompt_tokens: int = 0      # all prompt tokens given to the backbone
+    items_dropped: int = 0      # items chosen for the prompt that did not fit the window (oldest first)
 
 
 class Method(ABC):

@@ -30,12 +30,13 @@ class PromptMethod(Method):
         limit = backbone.max_length - spec.max_new_tokens - 2
         if self.k != 0 and hasattr(self.ranker, "prefetch"):
             self.ranker.prefetch(spec, questions)
-        prompts = [build_prompt(spec, q.input, self.items_for(spec, q), limit,
-                                backbone.tokenize, backbone.detokenize) for q in questions]
+        chosen = [self.items_for(spec, q) for q in questions]
+        prompts = [build_prompt(spec, q.input, items, limit, backbone.tokenize, backbone.detokenize)
+                   for q, items in zip(questions, chosen)]
         texts = [p.text for p in prompts]
         outputs = backbone.generate(texts, spec.max_new_tokens, num_beams=self.num_beams)
-        return [Prediction(q.id, out, p.context_tokens, backbone.count_tokens(t))
-                for q, p, t, out in zip(questions, prompts, texts, outputs)]
+        return [Prediction(q.id, out, p.context_tokens, backbone.count_tokens(t), len(items) - p.n_items)
+                for q, p, items, t, out in zip(questions, prompts, chosen, texts, outputs)]
 
 
 class BudgetMethod(PromptMethod):

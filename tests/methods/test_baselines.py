@@ -45,6 +45,25 @@ def test_full_context_uses_more_context_than_k_items(tiny, split):
     assert full.costs["context_tokens_mean"] > k2.costs["context_tokens_mean"]
 
 
+def test_full_context_drops_the_oldest_items_and_counts_them(tiny, split):
+    """Profiles longer than the window keep their newest items; the report counts the cut."""
+    from components.lamp.prompts import build_prompt
+    from components.retrieval.rankers import rank_recency, select_items
+
+    spec, qs, golds = split
+    full = evaluate(build_method("full-context"), tiny, spec, qs, golds, progress=False)
+    dropped = [p.items_dropped for p in full.predictions]
+    assert max(dropped) > 0                                     # 8-20 items do not fit 256 tokens
+    assert full.costs["truncated_share"] == sum(d > 0 for d in dropped) / len(qs)
+    assert full.summary_entry()["truncated_share"] == full.costs["truncated_share"]
+    q = qs[dropped.index(max(dropped))]
+    items = select_items(q.profile, rank_recency(spec, q), None)
+    prompt = build_prompt(spec, q.input, items, tiny.max_length - spec.max_new_tokens - 2, tiny.tokenize,
+                          tiny.detokenize)
+    assert sorted(i for i, _, _ in prompt.item_spans) == list(range(max(dropped), len(items)))
+    assert evaluate(build_method("bm25-2"), tiny, spec, qs, golds, progress=False).costs["truncated_share"] == 0
+
+
 def test_bad_method_and_empty_split(tiny, split):
     spec, qs, golds = split
     with pytest.raises(UnknownMethodError, match="unknown baseline"):
