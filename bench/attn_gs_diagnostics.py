@@ -236,16 +236,8 @@ def _swap_text(spec, item, donor):
     return ProfileItem(item.id, {**donor.fields, spec.label_field: item.fields[spec.label_field]}, item.date)
 
 
-def _answers(spec, backbone, shown) -> list[str]:
-    """The backbone's answers to LaMP's prompts for (task input, items shown) pairs."""
-    from components.lamp.prompts import build_prompt
-
-    prompts = [build_prompt(spec, task_input, items, backbone.max_length - spec.max_new_tokens - 2,
-                            backbone.tokenize, backbone.detokenize).text for task_input, items in shown]
-    return backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
-
-
 def positions(spec, backbone, questions, golds, relevance) -> None:
+    from bench.backbone import answers
     from components.lamp.metrics import score_texts
 
     cases = _planted(questions, relevance, others=4, places=4)
@@ -259,27 +251,20 @@ def positions(spec, backbone, questions, golds, relevance) -> None:
     print(f"  {len(cases)} questions; items in the order given (dates not shown in LaMP prompts)")
     print(f"  {'shown':<50} {spec.primary_metric}")
     for name, show in shows.items():
-        outs = _answers(spec, backbone, [(q.input, show(good, bad, place)) for q, good, bad, place in cases])
+        outs = answers(spec, backbone, [(q.input, show(good, bad, place)) for q, good, bad, place in cases])
         m = score_texts(spec, outs, [golds[q.id] for q, *_ in cases])
         print(f"  {name:<50} {m[spec.primary_metric]:.3f}", flush=True)
 
 
 def recall(spec, backbone, questions) -> None:
-    import random
-
-    from components.backbone.embedded import recall_context
+    from bench.backbone import recall_at_k
 
     if spec.label_field is None or not spec.labels:
         raise SystemExit(f"recall needs a task with a closed label set; {spec.name} has none")
-    rng = random.Random(0)
     for k in (2, 4):
-        cases = [recall_context(spec, q, rng, k) + (q,) for q in questions if len(q.profile) >= k]
-        outs = _answers(spec, backbone, [(q.input, items) for items, _, q in cases])
-        exact = sum(o.strip() == answer for o, (_, answer, _) in zip(outs, cases)) / len(cases)
-        shown = sum(o.strip() in {p.fields[spec.label_field] for p in items}
-                    for o, (items, _, _) in zip(outs, cases)) / len(cases)
-        print(f"  {k} items, {len(cases)} prompts: answer = the matching item's label {exact:.3f}; chance {1 / k:.3f}; "
-              f"answer = one of the shown labels {shown:.3f}", flush=True)
+        r = recall_at_k(spec, backbone, questions, k)
+        print(f"  {k} items, {r['n']} prompts: answer = the matching item's label {r['exact']:.3f}; "
+              f"chance {r['chance']:.3f}; answer = one of the shown labels {r['shown']:.3f}", flush=True)
 
 
 def marker_share(spec, backbone, args, test_questions, relevance) -> None:

@@ -1,9 +1,17 @@
-"""Benchmark: train the embedded backbone with settings overridden, and measure how much it
-uses user context (non-personalized, random-4, BM25-4 and full context on time/test).
+"""Benchmark: how much does the demo backbone read its user context?
 
-For recipe experiments on the demo data (needs `data/prepared`, e.g. after `dvc repro`):
+Trains the embedded backbone once per task and seed (settings from params.yaml, overridden
+with --set), then scores on one split: no history, random-4, BM25-4, dense-4 and full
+context (the task's official metric), and recall-4 with fresh labels: BM25's best item for
+the input among three others, every label replaced by a different label drawn afresh, in
+random order; only matching the input against the items' texts answers it (chance 0.25).
+Prints, per task, the mean, the spread (max - min) and each seed's figure, and writes them
+as JSON.
 
-    python bench/backbone.py --task LaMP-2 --set profile_label_loss=false task_steps=1350
+Choose settings on time/dev (the default); read time/test once for a reported run.
+Needs the demo data (`dvc repro prepare`).
+
+    python bench/backbone.py --tasks LaMP-2 LaMP-3 --seeds 0 1 2 [--split time/test] [--set task_steps=900]
 """
 
 from __future__ import annotations
@@ -11,56 +19,114 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
+import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+BASELINES = ["non-personalized", "random-4", "bm25-4", "dense-4", "full-context"]
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default="LaMP-2", help="task of the demo profile")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="overrides of backbone.embedded (values parsed as JSON, e.g. profile_label_loss=false)")
-    ap.add_argument("--methods", nargs="+", default=["non-personalized", "random-4", "bm25-4", "full-context"],
-                    help="baselines evaluated with the trained backbone")
-    ap.add_argument("--save", metavar="DIR", help="also save the trained backbone there (save_pretrained)")
-    ap.add_argument("--marker-sweep", action="store_true",
-                    help="also score the inference-only Attn-GS marker (this backbone's raw attention) "
-                         "against the ground truth, every marking setting (bench/attn_gs_diagnostics.py)")
-    args = ap.parse_args()
 
-    import flows  # noqa: F401  (environment defaults)
+def answers(spec, backbone, shown) -> list[str]:
+    """The backbone's answers to LaMP's prompts for (task input, items shown) pairs."""
+    from components.lamp.prompts import build_prompt
+
+    prompts = [build_prompt(spec, task_input, items, backbone.max_length - spec.max_new_tokens - 2,
+                            backbone.tokenize, backbone.detokenize).text for task_input, items in shown]
+    return backbone.generate(prompts, spec.max_new_tokens, batch_size=32)
+
+
+def recall_at_k(spec, backbone, questions, k: int, seed: int = 0) -> dict[str, float] | None:
+    """In-context recall with fresh labels on questions with at least k profile items:
+    `exact` is the share answered with the matching item's new label, `shown` with any
+    label shown; None for tasks without a closed label set."""
+    from components.backbone.embedded import recall_context
+
+    if spec.label_field is None or not spec.labels:
+        return None
+    rng = random.Random(seed)
+    cases = [recall_context(spec, q, rng, k) + (q,) for q in questions if len(q.profile) >= k]
+    outs = answers(spec, backbone, [(q.input, items) for items, _, q in cases])
+    exact = sum(o.strip() == answer for o, (_, answer, _) in zip(outs, cases)) / len(cases)
+    shown = sum(o.strip() in {p.fields[spec.label_field] for p in items}
+                for o, (items, _, _) in zip(outs, cases)) / len(cases)
+    return {"exact": exact, "shown": shown, "chance": 1 / k, "n": len(cases)}
+
+
+def run_seed(spec, cfg, split: str, limit: int | None, save: Path | None = None) -> dict[str, float]:
+    """Train one backbone (saved to `save` if given) and score it: {row: figure}."""
     from components.backbone.embedded import train_embedded_backbone
-    from components.config import load_profile
     from components.evaluation.harness import evaluate
     from components.lamp.io import read_golds, read_questions
     from components.lamp.splits import split_files
-    from components.lamp.tasks import get_task
     from components.methods import build_method
 
-    spec = get_task(args.task)
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    cfg = dataclasses.replace(load_profile(None, ROOT / "params.yaml").backbone.embedded.to_config(), **overrides)
     qfile, ofile = split_files(spec.name, "time/train", ROOT / "data")
     backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), read_golds(ofile, spec), cfg)
-    if args.save:
+    if save is not None:
         from components.backbone.model import save_backbone
 
-        print(f"saved to {save_backbone(backbone, args.save)}")
-    tfile, tout = split_files(spec.name, "time/test", ROOT / "data")
-    questions, golds = read_questions(tfile, spec), read_golds(tout, spec)
-    print(f"{spec.name} {overrides or 'params.yaml'}: final loss {stats['final_loss']:.3f}, "
-          f"{stats['train_seconds']:.0f}s; time/test {spec.primary_metric}:")
-    for name in args.methods:
+        print(f"saved to {save_backbone(backbone, save)}")
+    tfile, tout = split_files(spec.name, split, ROOT / "data")
+    questions, golds = read_questions(tfile, spec)[:limit], read_golds(tout, spec)
+    row = {"train_minutes": stats["train_seconds"] / 60}
+    for name in BASELINES:
         r = evaluate(build_method(name), backbone, spec, questions, golds, progress=False)
-        print(f"  {name:<18} {r.metrics[spec.primary_metric]:.3f}")
-    if args.marker_sweep:
-        from bench.attn_gs_diagnostics import inference_sweep
+        row[name] = r.metrics[spec.primary_metric]
+    recall = recall_at_k(spec, backbone, questions, 4, seed=cfg.seed)
+    if recall is not None:
+        row["recall-4"] = recall["exact"]
+    return row
 
-        relevance = json.loads((ROOT / "data" / "raw" / spec.name / "relevance.json").read_text())
-        inference_sweep(spec, backbone, questions[:200], relevance)
+
+def summarise(per_seed: dict[int, dict[str, float]]) -> dict[str, dict]:
+    rows = next(iter(per_seed.values())).keys()
+    out = {}
+    for row in rows:
+        values = [per_seed[s][row] for s in per_seed]
+        out[row] = {"mean": statistics.mean(values), "spread": max(values) - min(values),
+                    "seeds": {str(s): per_seed[s][row] for s in per_seed}}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=None, help="tasks (default: the demo profile's)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one backbone per seed (default: 0)")
+    ap.add_argument("--split", default="time/dev", help="split scored (default: time/dev; time/test once at the end)")
+    ap.add_argument("--limit", type=int, default=None, help="score the first N questions only (default: all)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides of backbone.embedded (values parsed as JSON, e.g. task_steps=900)")
+    ap.add_argument("--save", metavar="DIR", help="also save each backbone to DIR/<task>-seed<N> (save_pretrained)")
+    ap.add_argument("--out", default=str(ROOT / "reports" / "bench-backbone.json"),
+                    help="JSON written (default: reports/bench-backbone.json)")
+    args = ap.parse_args()
+
+    import flows  # noqa: F401  (environment defaults)
+    from components.config import load_profile
+    from components.lamp.tasks import get_task
+    from components.storage.files import write_json_atomic
+
+    profile = load_profile(None, ROOT / "params.yaml")
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    base = dataclasses.replace(profile.backbone.embedded.to_config(), **overrides)
+    report = {"split": args.split, "overrides": overrides, "seeds": args.seeds, "tasks": {}}
+    for task in args.tasks or profile.tasks:
+        spec = get_task(task)
+        per_seed = {seed: run_seed(spec, dataclasses.replace(base, seed=seed), args.split, args.limit,
+                                   Path(args.save) / f"{spec.name}-seed{seed}" if args.save else None)
+                    for seed in args.seeds}
+        summary = report["tasks"][spec.name] = summarise(per_seed)
+        print(f"\n{spec.name} {args.split} ({spec.primary_metric}; recall-4: share answered with the matching "
+              f"item's fresh label, chance 0.25)")
+        for row, s in summary.items():
+            seeds = " ".join(f"{v:.3f}" for v in s["seeds"].values())
+            print(f"  {row:<18} mean {s['mean']:.3f}  spread {s['spread']:.3f}  seeds {seeds}", flush=True)
+    write_json_atomic(args.out, report)
+    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":
