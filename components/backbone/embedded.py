@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from components.backbone.checks import check_answer_budget
 from components.backbone.model import Backbone
 from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
@@ -230,6 +231,7 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
     tokenizer = build_tokenizer(corpus_of(spec, questions, golds), cfg.max_length)
     model = build_model(len(tokenizer), cfg, tokenizer)
     backbone = Backbone(model, tokenizer, name=f"embedded-{spec.name}")
+    check_answer_budget(spec, golds, backbone.tokenize)
     train = [(q, golds[q.id]) for q in questions if q.id in golds]
     if not train:
         raise ValueError(f"no training questions with gold outputs for {spec.name}")

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def train_and_register(task: str, profile: Profile, repo: str | Path = ".", progress: bool = True) -> dict:
     """The `demo` backbone is built and trained here; a named checkpoint is registered as is."""
+    from components.backbone.checks import check_answer_budget, synthetic_vocabulary_split
     from components.backbone.embedded import train_embedded_backbone
     from components.backbone.model import load_backbone, save_backbone
     from components.tracking import mlflow_tracking
@@ -49,6 +50,10 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         else:
             backbone = load_backbone(settings.source)
             params, metrics = {"source": settings.source}, {}
+            qfile, ofile = split_files(spec.name, settings.train_split, Path(repo) / "data")
+            check_answer_budget(spec, read_golds(ofile, spec), backbone.tokenize)
+        if profile.data.source == "synth":
+            metrics["synth_tokens_per_word"] = synthetic_vocabulary_split(backbone.tokenize, backbone.name)
         if not ctx.is_main:                  # every rank holds the same weights; rank 0 registers
             return {"rank": ctx.rank, "checksum": checksum(backbone.model)}
         model_dir = save_backbone(backbone, work / "backbone")   # MLflow names the artifact after it
