@@ -30,11 +30,16 @@ def item_as_question(spec: TaskSpec, item: ProfileItem, history: list[ProfileIte
 
 
 def latest_profile_per_user(questions: Iterable[Question]) -> dict[str, list[ProfileItem]]:
-    """Each user's longest visible history (their latest question's profile)."""
-    best: dict[str, list[ProfileItem]] = {}
+    """Each user's longest visible history (their latest question's profile), by user key."""
+    return {key: profile for key, (_, profile) in _latest_questions(questions).items()}
+
+
+def _latest_questions(questions: Iterable[Question]) -> dict[str, tuple[str | None, list[ProfileItem]]]:
+    """user key -> (the file's user id, or None where the file has none; longest profile)."""
+    best: dict[str, tuple[str | None, list[ProfileItem]]] = {}
     for q in questions:
-        if len(q.profile) > len(best.get(q.user_key, [])):
-            best[q.user_key] = q.profile
+        if len(q.profile) > len(best.get(q.user_key, (None, []))[1]):
+            best[q.user_key] = (q.user_id, q.profile)
     return best
 
 
@@ -43,8 +48,7 @@ def history_examples(spec: TaskSpec, questions: Iterable[Question], min_history:
     """(question, gold) for every profile item with at least `min_history` items before it."""
     if not supports_history_examples(spec):
         return
-    for user, profile in latest_profile_per_user(questions).items():
+    for user_id, profile in _latest_questions(questions).values():
         items = sorted(profile, key=lambda p: p.date or "") if all(p.date for p in profile) else profile
         for i in range(min_history, len(items)):
-            yield item_as_question(spec, items[i], items[:i], None if user.startswith("q") else user,
-                                   f"h-{items[i].id}")
+            yield item_as_question(spec, items[i], items[:i], user_id, f"h-{items[i].id}")
