@@ -97,7 +97,7 @@ def cmd_eval_score(args: argparse.Namespace) -> int:
     _, golds = read_outputs(args.gold, args.task)
     metrics = score_outputs(args.task, preds, golds)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(metrics, allow_nan=False))     # strict JSON: a NaN is a bug, not a score
     else:
         for name, value in metrics.items():
             print(f"{name:>14}: {value:.4f}")

@@ -4,7 +4,9 @@
   list by exact string match; anything else becomes -1 (always wrong). Accuracy, and
   macro-F1 over *all* labels of the task (sklearn semantics: an ill-defined F1 is 0).
 - LaMP-3: `float(pred)`; an unparsable prediction becomes the extreme farthest from the
-  gold (1.0 if the gold is closer to 5, else 5.0). MAE and RMSE.
+  gold (1.0 if the gold is closer to 5, else 5.0). MAE and RMSE. So do ratings that parse
+  but are not finite or lie outside 1..5 (`nan`, `inf`, `1e308`, `7`): LaMP's own script
+  would return NaN or overflow on them; here the score stays a number.
 - LaMP-4..7: ROUGE-1 / ROUGE-L F-measure from `rouge-score` without stemming,
   bootstrap-aggregated (the "mid" value, as HF `evaluate` reports); the plain mean is
   reported too (`rouge-1-mean`, `rouge-L-mean`).
@@ -47,11 +49,18 @@ def classification_metrics(preds: Sequence[str], golds: Sequence[str], labels: S
     return {"accuracy": accuracy, "f1": sum(f1s) / len(f1s)}
 
 
+RATING_RANGE = (1.0, 5.0)
+
+
 def parse_rating(pred: str, gold: float) -> float:
+    low, high = RATING_RANGE
     try:
-        return float(pred)
+        value = float(pred)
     except (TypeError, ValueError):
-        return 1.0 if abs(1 - gold) > abs(5 - gold) else 5.0
+        value = math.nan
+    if math.isfinite(value) and low <= value <= high:
+        return value
+    return low if abs(low - gold) > abs(high - gold) else high
 
 
 def rating_metrics(preds: Sequence[str], golds: Sequence[str]) -> dict:

@@ -69,6 +69,13 @@ def test_eval_score_json(persona_cmd, tmp_path):
     proc = run(persona_cmd, "eval", "score", "--task", "LaMP-2", "--pred", str(tmp_path / "short.json"),
                "--gold", str(tmp_path / "gold.json"))
     assert proc.returncode == 2 and "missing" in proc.stderr
+    # LaMP-3 predictions that are not finite ratings score as the worst extreme, in valid JSON
+    write_outputs(tmp_path / "gold3.json", "LaMP-3", [Output("1", "4"), Output("2", "2"), Output("3", "4")])
+    write_outputs(tmp_path / "pred3.json", "LaMP-3", [Output("1", "1e308"), Output("2", "nan"), Output("3", "inf")])
+    proc = run(persona_cmd, "eval", "score", "--task", "LaMP-3", "--pred", str(tmp_path / "pred3.json"),
+               "--gold", str(tmp_path / "gold3.json"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"MAE": 3.0, "RMSE": 3.0}
 
 
 def test_synth_and_stats(persona_cmd, tmp_path):

@@ -37,6 +37,15 @@ def test_rating_fallback_to_worst_extreme():
     assert m["RMSE"] == pytest.approx(math.sqrt(sum(e * e for e in errors) / 4))
 
 
+def test_ratings_that_are_not_finite_or_out_of_range_count_as_unparsable():
+    golds = ["4", "2", "4", "2", "4", "1"]
+    m = rating_metrics(["nan", "inf", "1e308", "-inf", "7", "0"], golds)
+    errors = [3.0, 3.0, 3.0, 3.0, 3.0, 4.0]                  # the worst extreme, as for "abc"
+    assert m["MAE"] == pytest.approx(sum(errors) / 6)
+    assert math.isfinite(m["RMSE"])
+    assert rating_metrics(["1", "5", "2.5"], ["1", "5", "3"])["MAE"] == pytest.approx(0.5 / 3)
+
+
 def test_rouge_no_stemming_and_mean():
     m = rouge_metrics(["the cats sat", "hello world"], ["the cat sat", "hello world"])
     # first pair: unigram overlap 2/3 each side (no stemming: cats != cat)
