@@ -22,6 +22,8 @@ from components.storage.files import atomic_open
 _CHUNK = 1 << 20
 _WS = re.compile(r"[ \t\n\r]*")
 _UNSAFE_ID = re.compile(r"(^[./~\\])|(\.\.)|[/\\\x00]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ISO_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 
 
 def check_user_id(path: object, record_id: str, user_id: object) -> str:
@@ -29,7 +31,7 @@ def check_user_id(path: object, record_id: str, user_id: object) -> str:
     if not isinstance(user_id, (str, int)) or isinstance(user_id, bool):
         raise DataError(path, f"must be a string, got {type(user_id).__name__}", record_id, "user_id")
     user_id = str(user_id)
-    if not user_id or _UNSAFE_ID.search(user_id):
+    if not user_id or _UNSAFE_ID.search(user_id) or _CONTROL.search(user_id):
         raise DataError(path, f"{user_id!r} is not a valid user id (looks like a path or is empty)",
                         record_id, "user_id")
     return user_id
@@ -72,7 +74,11 @@ def iter_json_array(path: str | os.PathLike, chunk_size: int = _CHUNK) -> Iterat
                                    f"column {col + 1}{after}: {msg}")
 
         fill()
+        if buf.startswith("\ufeff"):                  # a UTF-8 byte order mark (Windows editors)
+            pos = 1
         skip_ws()
+        if pos >= len(buf) and eof:
+            raise DataError(path, "the file is empty: expected a JSON list of records")
         if pos >= len(buf) or buf[pos] != "[":
             raise fail("expected a JSON list '[' at the top level")
         pos += 1
@@ -90,6 +96,10 @@ def iter_json_array(path: str | os.PathLike, chunk_size: int = _CHUNK) -> Iterat
                     if eof:
                         pos = exc.pos
                         raise fail(exc.msg) from None
+                except RecursionError:
+                    raise fail("a record is nested too deeply") from None
+                except ValueError as exc:              # e.g. an integer of more than 4,300 digits
+                    raise fail(str(exc)) from None
                 fill()
             pos = end
             count += 1
@@ -112,15 +122,21 @@ def iter_json_array(path: str | os.PathLike, chunk_size: int = _CHUNK) -> Iterat
 
 def _load_json(path: str | os.PathLike) -> object:
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        text = Path(path).read_bytes().decode("utf-8-sig")       # a byte order mark is skipped
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not valid UTF-8 at byte {exc.start}") from None
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
+    if not text.strip():
+        raise DataError(path, "the file is empty: expected JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(path, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise DataError(path, "the JSON is nested too deeply") from None
+    except ValueError as exc:                          # e.g. an integer of more than 4,300 digits
+        raise DataError(path, f"unreadable JSON: {exc}") from None
 
 
 def _str_field(path, record: dict, name: str, rid: str | None, *, required: bool = True) -> str | None:
@@ -134,13 +150,37 @@ def _str_field(path, record: dict, name: str, rid: str | None, *, required: bool
     return str(value)
 
 
+def _id_field(path, record: dict, name: str, rid: str | None, field: str | None = None) -> str:
+    """A record or item id: a non-empty string without control characters."""
+    value = _str_field(path, record, name, rid, required=False)
+    if value is None:
+        raise DataError(path, "missing", rid, field or name)
+    if not value or _CONTROL.search(value):
+        raise DataError(path, f"{value!r} is not a valid id (empty or holds control characters)", rid, field or name)
+    return value
+
+
+def _check_date(path, value: str | None, rid: str | None, field: str) -> str | None:
+    """Dates stay free-form strings (LaMP's files differ), but one that starts as a calendar
+    day (YYYY-MM-DD) must be a real day: 2016-02-31 is refused."""
+    if value is None:
+        return None
+    day = _ISO_DAY.match(value)
+    if day:
+        import datetime
+
+        try:
+            datetime.date(*(int(g) for g in day.groups()))
+        except ValueError as exc:
+            raise DataError(path, f"{value!r} is not a real date ({exc})", rid, field) from None
+    return value
+
+
 def parse_profile_item(path, raw: object, spec: TaskSpec | None, qid: str, index: int) -> ProfileItem:
     where = f"profile[{index}]"
     if not isinstance(raw, dict):
         raise DataError(path, f"must be an object, got {type(raw).__name__}", qid, where)
-    item_id = _str_field(path, raw, "id", qid, required=False)
-    if item_id is None:
-        raise DataError(path, "missing", qid, f"{where}.id")
+    item_id = _id_field(path, raw, "id", qid, f"{where}.id")
     fields: dict[str, str] = {}
     for key, value in raw.items():
         if key in ("id", "date"):
@@ -155,13 +195,13 @@ def parse_profile_item(path, raw: object, spec: TaskSpec | None, qid: str, index
     date = raw.get("date")
     if date is not None and not isinstance(date, str):
         raise DataError(path, f"must be a string, got {type(date).__name__}", qid, f"{where}.date")
-    return ProfileItem(id=item_id, fields=fields, date=date)
+    return ProfileItem(id=item_id, fields=fields, date=_check_date(path, date, qid, f"{where}.date"))
 
 
 def parse_question(path, raw: object, spec: TaskSpec | None, index: int) -> Question:
     if not isinstance(raw, dict):
         raise DataError(path, f"record #{index} must be an object, got {type(raw).__name__}")
-    qid = _str_field(path, raw, "id", f"#{index}")
+    qid = _id_field(path, raw, "id", f"#{index}")
     text = _str_field(path, raw, "input", qid)
     profile = raw.get("profile")
     if profile is None:
@@ -171,7 +211,7 @@ def parse_question(path, raw: object, spec: TaskSpec | None, index: int) -> Ques
     user_id = raw.get("user_id")
     if user_id is not None:
         user_id = check_user_id(path, qid, user_id)
-    date = _str_field(path, raw, "date", qid, required=False)
+    date = _check_date(path, _str_field(path, raw, "date", qid, required=False), qid, "date")
     extra = {k: v for k, v in raw.items() if k not in ("id", "input", "profile", "user_id", "date")}
     items = [parse_profile_item(path, p, spec, qid, i) for i, p in enumerate(profile)]
     return Question(id=qid, input=text, profile=items, user_id=user_id, date=date, extra=extra)
@@ -211,7 +251,7 @@ def read_outputs(path: str | os.PathLike, task: str | TaskSpec | None = None) ->
     for i, raw in enumerate(golds):
         if not isinstance(raw, dict):
             raise DataError(path, f"golds[{i}] must be an object")
-        rid = _str_field(path, raw, "id", f"golds[{i}]")
+        rid = _id_field(path, raw, "id", f"golds[{i}]")
         outputs.append(Output(id=rid, output=_str_field(path, raw, "output", rid)))
     return task_name, outputs
 

@@ -74,6 +74,17 @@ def _write(tmp_path, text: str | bytes):
     ('[{"id": "1", "input": "x", "user_id": "../etc", "profile": []}]', "1", "user_id", "path"),
     ('[{"id": "1", "input": "x", "user_id": "/abs/u", "profile": []}]', "1", "user_id", "path"),
     ('[{"id": "1", "input": "x", "profile": []}] trailing', None, None, "after the closing"),
+    ('[{"id": "1\\u0007", "input": "x", "profile": []}]', "#0", "id", "control characters"),
+    ('[{"id": "1", "input": "x", "profile": [{"id": "a\\n", "text": "t"}]}]', "1", "profile[0].id",
+     "control characters"),
+    ('[{"id": "1", "input": "x", "user_id": "u\\t1", "profile": []}]', "1", "user_id", "not a valid user id"),
+    ('[{"id": "1", "input": "x", "profile": [{"id": "a", "text": "t", "date": "2016-02-31"}]}]', "1",
+     "profile[0].date", "not a real date"),
+    ('[{"id": "1", "input": "x", "date": "2016-13-01", "profile": []}]', "1", "date", "not a real date"),
+    ("", None, None, "the file is empty"),
+    ("  \n", None, None, "the file is empty"),
+    ("[" * 100_000 + "]" * 100_000, None, None, "nested too deeply"),
+    ('[{"id": "1", "input": "x", "n": ' + "7" * 100_000 + ', "profile": []}]', None, None, "digits"),
 ])
 def test_bad_questions_name_file_record_field(tmp_path, content, record, field, words):
     path = _write(tmp_path, content)
@@ -81,6 +92,23 @@ def test_bad_questions_name_file_record_field(tmp_path, content, record, field, 
         read_questions(path, "LaMP-7")
     assert str(path) in str(err.value) and words in str(err.value)
     assert err.value.record_id == record and err.value.field == field
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path):
+    path = _write(tmp_path, b'\xef\xbb\xbf[{"id": "1", "input": "x", "profile": []}]')
+    assert [q.id for q in read_questions(path)] == ["1"]
+    outputs = tmp_path / "o.json"
+    outputs.write_bytes(b'\xef\xbb\xbf{"task": "LaMP_2", "golds": [{"id": "1", "output": "comedy"}]}')
+    assert read_outputs(outputs)[1] == [Output("1", "comedy")]
+    outputs.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_outputs(outputs)
+
+
+def test_free_form_dates_stay_accepted(tmp_path):
+    path = _write(tmp_path, '[{"id": "1", "input": "x", "date": "June 2016", "profile": '
+                            '[{"id": "a", "text": "t", "date": "2016-02-29 10:00"}]}]')
+    assert read_questions(path)[0].profile[0].date == "2016-02-29 10:00"
 
 
 def test_non_utf8_is_reported_with_byte_offset(tmp_path):
