@@ -43,7 +43,6 @@ def test_clean_files_pass_and_docs_are_written(lamp2, tmp_path):
      "expect_compound_columns_to_be_unique", "question_id,item_id"),
     (lambda d: d[0]["profile"][0].update(date="the day after"), None,
      "expect_column_values_to_match_regex", "date"),
-    (lambda d: d[0].update(date="2020-13-01"), None, "expect_column_values_to_match_regex", "date"),
     (lambda d: d[0].update(input=""), None, "expect_column_value_lengths_to_be_between", "input"),
 ])
 def test_each_violation_is_caught(lamp2, mutate_q, mutate_o, expectation, column):
@@ -74,6 +73,16 @@ def test_format_error_is_a_failed_report(tmp_path):
     q.write_text('[{"id": "1", "input": "x"}]')
     report = validate_files("LaMP-2", q)
     assert not report.success and "record '1', field 'profile'" in report.format_error
+
+
+@pytest.mark.parametrize("where, date", [("question", "2020-13-01"), ("item", "2016-02-31")])
+def test_impossible_dates_fail_by_record_and_field(lamp2, where, date):
+    q, o = lamp2
+    _edit(q, (lambda d: d[0].update(date=date)) if where == "question"
+          else (lambda d: d[0]["profile"][0].update(date=date)))
+    report = validate_files("LaMP-2", q, o)
+    field = "date" if where == "question" else "profile[0].date"
+    assert not report.success and f"field '{field}': '{date}' is not a real date" in report.format_error
 
 
 def test_chunked_profile_validation_sees_every_row(lamp2):
