@@ -172,7 +172,9 @@ def validate_files(task: str | TaskSpec, questions: str | Path, outputs: str | P
                 prows = {k: [] for k in prow_keys}
             report.n_questions += 1
             report.n_profile_items += len(q.profile)
-        if prows["item_id"] or report.n_questions == 0:
+        if report.n_questions == 0:
+            raise DataError(questions, "holds no questions (an empty list): nothing to train or evaluate on")
+        if prows["item_id"]:
             suite.run("profile", _frame(prows))
         suite.add_table("questions", suites.question_expectations(spec, golds is not None), ["id"])
         suite.run("questions", _frame(qrows))

@@ -85,6 +85,13 @@ def test_impossible_dates_fail_by_record_and_field(lamp2, where, date):
     assert not report.success and f"field '{field}': '{date}' is not a real date" in report.format_error
 
 
+def test_an_empty_list_of_questions_fails(tmp_path):
+    q = tmp_path / "q.json"
+    q.write_text("[]")
+    report = validate_files("LaMP-2", q)
+    assert not report.success and "holds no questions" in report.format_error and str(q) in report.format_error
+
+
 def test_chunked_profile_validation_sees_every_row(lamp2):
     q, o = lamp2
     _edit(q, lambda d: d[-1]["profile"][-1].update(tag="cartoon"))
