@@ -52,7 +52,7 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
         _print_json(report.to_dict())
     else:
         print(report.summary())
-    return 0 if report.success else 1
+    return 0 if report.success else EXIT_BAD_INPUT        # bad data is bad input (README)
 
 
 def cmd_data_acquire(args: argparse.Namespace) -> int:

@@ -72,10 +72,18 @@ class _Suite:
 
     def __init__(self, docs_dir: str | Path | None):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        import great_expectations as gx
+        import logging
 
+        # GX logs at INFO from import on (one of its loggers sets INFO itself) and draws a bar
+        # per metric: both drown what the validation reports
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
         self.gx = gx
         self.ctx = gx.get_context(mode="ephemeral")
+        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         self.actions = []
         if docs_dir is not None:
             self.ctx.add_data_docs_site("local", {

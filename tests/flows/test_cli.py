@@ -45,7 +45,8 @@ def test_validate_exit_codes(persona_cmd, synth_root, tmp_path):
     golds["golds"][0]["output"] = "9"
     bad.write_text(json.dumps(golds))
     fail = run(persona_cmd, "data", "validate", "--task", "LaMP-3", "--questions", str(q), "--outputs", str(bad))
-    assert fail.returncode == 1 and "FAILED" in fail.stdout and golds["golds"][0]["id"] in fail.stdout
+    assert fail.returncode == 2 and "FAILED" in fail.stdout and golds["golds"][0]["id"] in fail.stdout
+    assert "INFO" not in ok.stderr + fail.stderr            # no Great Expectations chatter
 
 
 @pytest.mark.parametrize("args, words", [
