@@ -48,7 +48,10 @@ def run_evaluation(req: EvalRequest, profile: str, repo: str | Path = ".", repor
     backbone, uri = mlflow_tracking.resolve_backbone(spec.name, req.backbone_uri, repo)
     method = build_method(req.method, task=spec.name, backbone=backbone, repo=repo,
                           profile=load_profile(profile, Path(repo) / "params.yaml"), num_beams=req.num_beams)
-    out_file = Path(reports) / "predictions" / spec.name / f"{req.method}__{req.split.replace('/', '-')}.json"
+    stem = f"{req.method}__{req.split.replace('/', '-')}"
+    if req.limit is not None:        # a smoke run never overwrites the whole split's predictions
+        stem += f"__first{req.limit}"
+    out_file = Path(reports) / "predictions" / spec.name / f"{stem}.json"
     result = evaluate(method, backbone, spec, questions, golds, req.split, req.batch_size, out_file, progress)
     mlflow_tracking.experiment(spec.name, repo)
     tags = mlflow_tracking.standard_tags(repo, backbone=uri, method=req.method, split=req.split, kind="evaluation")

@@ -73,6 +73,12 @@ def test_register_backbone_then_tracked_evaluation(tmp_path, synth_root, mlflow_
     assert set(entry) >= {"metrics", "context_tokens_mean", "per_user_params", "latency_ms_per_example",
                           "mlflow_run_id"}
     assert entry["mlflow_run_id"] == out["mlflow_run_id"]
+    full = repo / "reports" / "predictions" / "LaMP-2" / "bm25-2__time-test.json"
+    before = full.read_bytes()
+    run_evaluation(smoke, "demo", repo, reports=repo / "reports", progress=False)
+    assert full.read_bytes() == before                        # the smoke run wrote beside it
+    assert (full.parent / "bm25-2__time-test__first8.json").exists()
+    assert json.loads((repo / "reports" / "summary.json").read_text()) == summary
 
 
 def test_missing_split_is_a_clear_error(tmp_path, synth_root):
