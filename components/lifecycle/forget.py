@@ -108,9 +108,13 @@ def _holds_any(s: str, texts: set[str]) -> bool:
 
 
 def forget_in_models(user: str, tasks: list[str], repo: Path) -> list[dict]:
-    from components.lifecycle.models import derive_version, population_models
+    """A new champion without the user for every population model that served them; every
+    version that still holds the user gets a tombstone, so no promotion or rollback brings
+    them back into serving."""
+    from components.lifecycle.models import derive_version, population_models, users_in_dir, versions_holding
     from components.methods.tap_per.method import remove_users_from_dir
     from components.tracking import mlflow_tracking
+    from components.tracking.registry import tombstone
 
     mlflow_tracking.configure(repo)
     out = []
@@ -120,6 +124,9 @@ def forget_in_models(user: str, tasks: list[str], repo: Path) -> list[dict]:
                                  repo)
             if reg:
                 out.append({"name": name, "version": reg["version"], "derived_from": reg["derived_from"]})
+            for version in versions_holding(name, lambda d: user in users_in_dir(d), skip=set()):
+                tombstone(name, version, "it holds data of a forgotten user (persona users forget); it may "
+                                         "not serve again")
     return out
 
 

@@ -40,7 +40,7 @@ def derive_version(kind: str, name: str, change: Callable[[Path], object], note:
     import mlflow
 
     from components.methods.populations import register_population_model, serving_version
-    from components.tracking.registry import CHAMPION
+    from components.tracking.registry import install
 
     client = mlflow.MlflowClient()
     base = serving_version(name)
@@ -55,13 +55,11 @@ def derive_version(kind: str, name: str, change: Callable[[Path], object], note:
         reg = register_population_model(kind, task, population, lambda d: shutil.copytree(directory, d),
                                         source.tags["backbone"], {"derived_from": base, "change": note}, {}, [],
                                         source.tags.get("params_hash", ""), repo)
-        for key in ("validation_metrics", "validation_split", "validation_task"):
+        for key in ("task", "validation_metrics", "validation_split"):      # what promotion reads
             if key in source.tags:
                 client.set_model_version_tag(name, reg["version"], key, source.tags[key])
         client.set_model_version_tag(name, reg["version"], "derived_from", base)
-        client.set_model_version_tag(name, reg["version"], "promotion_decision",
-                                     f"promoted: {note} (derived from version {base}; other users unchanged)")
-        client.set_registered_model_alias(name, CHAMPION, reg["version"])
+        install(name, reg["version"], f"promoted: {note} (derived from version {base}; other users unchanged)")
         log.info("%s: version %s (%s) is the champion", name, reg["version"], note)
         return {**reg, "derived_from": base, "result": result}
     finally:

@@ -10,6 +10,11 @@
   the registered model (tag `champion_history`) so `rollback` can restore the previous one.
 * Promotions of one model are serialised by an inter-process lock, so two racing promotions
   end with one consistent alias: the second one compares against the first one's result.
+* A version that still holds a forgotten user's data carries a `tombstone` tag
+  (`persona users forget`); `promote` and `rollback` refuse it, so a forgotten user never
+  comes back into serving. `install` makes a version champion without the comparison (a
+  version derived from the champion by adding or removing one user), under the same lock
+  and champion history.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from components.lamp.tasks import get_task
 from components.storage.files import named_lock
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+TOMBSTONE = "tombstone"
 
 
 class RegistryError(RuntimeError):
@@ -76,6 +82,27 @@ def _alias_version(name: str, alias: str):
         return None
 
 
+def tombstone(name: str, version: str, reason: str) -> None:
+    """Mark a version that must never serve again (it holds a forgotten user's data)."""
+    _client().set_model_version_tag(name, str(version), TOMBSTONE, reason)
+
+
+def _refuse_tombstoned(name: str, mv, action: str) -> None:
+    reason = mv.tags.get(TOMBSTONE)
+    if reason:
+        raise RegistryError(f"{name} version {mv.version} cannot {action}: {reason}")
+
+
+def install(name: str, version: str, decision: str) -> None:
+    """Make `version` the champion without comparing metrics (a version derived from the
+    champion), under the promotion lock and in the champion history."""
+    with _lock(name):
+        mv = _client().get_model_version(name, str(version))
+        _refuse_tombstoned(name, mv, "become the champion")
+        _set_champion(name, str(version))
+        _client().set_model_version_tag(name, str(version), "promotion_decision", decision)
+
+
 def _metrics(mv) -> dict | None:
     raw = mv.tags.get("validation_metrics")
     return json.loads(raw) if raw else None
@@ -108,6 +135,7 @@ def promote(name: str, version: str | None = None) -> Decision:
                 mv = client.get_model_version(name, str(version))
             except MlflowException:
                 raise RegistryError(f"{name} has no version {version}") from None
+        _refuse_tombstoned(name, mv, "be promoted")
         task = mv.tags.get("task")
         challenger = _metrics(mv)
         if not task or challenger is None:
@@ -143,6 +171,8 @@ def promote(name: str, version: str | None = None) -> Decision:
 
 def rollback(name: str) -> str:
     """Move `champion` back to the previous champion; returns that version."""
+    from mlflow.exceptions import MlflowException
+
     with _lock(name):
         history = _history(name)
         current = _alias_version(name, CHAMPION)
@@ -152,6 +182,12 @@ def rollback(name: str) -> str:
             raise RegistryError(f"{name} has no earlier champion to roll back to")
         previous = history[-1]
         client = _client()
+        try:
+            _refuse_tombstoned(name, client.get_model_version(name, previous), "be rolled back to")
+        except MlflowException:
+            raise RegistryError(f"{name} cannot roll back: the previous champion, version {previous}, was deleted "
+                                "(persona users forget --purge-history deletes versions that held a forgotten "
+                                "user)") from None
         client.set_registered_model_alias(name, CHAMPION, previous)
         client.set_registered_model_tag(name, "champion_history", json.dumps(history))
         if current is not None:

@@ -32,9 +32,9 @@ def test_served_answers_equal_the_evaluation_harness(workspace, method):
     from components.serving.service import PersonaService
 
     questions = _test_questions(workspace)
-    run_evaluation(EvalRequest(method=method, task="LaMP-2", split="time/test", batch_size=8, limit=8), "demo",
-                   workspace, reports=workspace / "reports", progress=False)
-    harness = read_golds(workspace / "reports" / "predictions" / "LaMP-2" / f"{method}__time-test.json")
+    out = run_evaluation(EvalRequest(method=method, task="LaMP-2", split="time/test", batch_size=8, limit=8),
+                         "demo", workspace, reports=workspace / "reports", progress=False)
+    harness = read_golds(out["predictions_file"])
     service = PersonaService(method, workspace, batch_size=8)
     served = service.answer(_rows(questions))
     assert [a["output"] for a in served] == [harness[q.id] for q in questions]

@@ -101,6 +101,13 @@ def test_forget_then_audit_and_purge_history(workspace):
     assert invalid.returncode == 2 and "not a valid user id" in invalid.stderr
     assert (workspace / "dvc.lock").read_text() == lock                        # nothing changed
 
+    from components.lifecycle.models import population_models
+    from components.methods.populations import serving_version, validate_and_promote
+
+    for name in population_models("tap-per", "LaMP-2"):       # validated champions, as the pipeline leaves them
+        version = serving_version(name)
+        validate_and_promote("tap-per", {"name": name, "version": version, "model_uri": f"models:/{name}/{version}"},
+                             "LaMP-2", name.rsplit("-", 1)[1], workspace)
     done = _persona(workspace, "users", "forget", user)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
@@ -111,6 +118,15 @@ def test_forget_then_audit_and_purge_history(workspace):
     assert user not in (workspace / "data/prepared/LaMP-2/populations.json").read_text()
     answer = PersonaService("tap-per", workspace).answer([{"user_id": user, "task": "LaMP-2", "input": q.input}])[0]
     assert not answer["personalized"]                                         # a stranger now
+    for model in out["models"]:          # versions that hold the user never serve again
+        name, old, new = model["name"], model["derived_from"], model["version"]
+        back = _persona(workspace, "registry", "rollback", name)
+        assert back.returncode == 2 and "forgotten user" in back.stderr and "Traceback" not in back.stderr
+        again = _persona(workspace, "registry", "promote", name, "--version", old)
+        assert again.returncode == 2 and f"version {old} cannot be promoted" in again.stderr
+        kept = _persona(workspace, "registry", "promote", name, "--version", new)      # it has what promotion reads
+        assert kept.returncode == 0 and "already the champion" in kept.stdout, kept.stderr[-2000:]
+        assert json.loads(_persona(workspace, "registry", "show", name).stdout)["champion_history"][-1] == new
 
     second = _a_user(workspace, skip={user})
     purged = _persona(workspace, "users", "forget", second, "--purge-history")
@@ -118,6 +134,10 @@ def test_forget_then_audit_and_purge_history(workspace):
     report = json.loads(purged.stdout)
     assert report["audit"]["clean"] and not any(report["audit"]["history"].values()), report["audit"]
     assert report["purged"]["model_versions_deleted"]
+    for model in report["models"]:
+        back = _persona(workspace, "registry", "rollback", model["name"])
+        assert back.returncode == 2 and "Traceback" not in back.stderr
+        assert "was deleted" in back.stderr or "forgotten user" in back.stderr or "no earlier" in back.stderr
     # the first user's history went with the purge too (every earlier data version is collected)
     from components.lifecycle.audit import Needles, scan_dvc_remote, scan_tree
 
