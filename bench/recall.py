@@ -121,12 +121,36 @@ def minilm_embeddings(vocab: list[str], d: int, std: float = 0.02) -> torch.Tens
     table = enc.get_input_embeddings().weight.detach()
     rows = torch.stack([table[tok(w, add_special_tokens=False)["input_ids"]].mean(0) for w in vocab])
     rows = rows - rows.mean(0)
+    print(json.dumps({"minilm_theme_grouping": theme_grouping(rows, vocab)}), flush=True)
     if d < rows.shape[1]:
         _, _, v = torch.linalg.svd(rows, full_matrices=False)
         rows = rows @ v[:d].T
     elif d > rows.shape[1]:
         raise SystemExit(f"--d {d} is wider than MiniLM's {rows.shape[1]} embedding dimensions")
     return rows * (std / rows.std())
+
+
+def theme_grouping(rows: torch.Tensor, vocab: list[str]) -> dict[str, float]:
+    """How well static word vectors group a theme's words: mean cosine within a theme and
+    across themes, and the share of words whose nearest theme centroid (the word left out
+    of its own) is their theme."""
+    index = {w: i for i, w in enumerate(vocab)}
+    words = torch.nn.functional.normalize(torch.stack([rows[[index[w] for w in t]] for t in THEMES]), dim=-1)
+    n_themes, size = words.shape[:2]
+    flat = words.reshape(n_themes * size, -1)
+    cos = flat @ flat.T
+    theme = torch.arange(n_themes).repeat_interleave(size)
+    same = (theme[:, None] == theme[None, :]) & ~torch.eye(len(theme), dtype=torch.bool)
+    sums = words.sum(1)
+    right = 0
+    for t in range(n_themes):
+        for j in range(size):
+            centroids = sums / size
+            centroids[t] = (sums[t] - words[t, j]) / (size - 1)
+            right += int((centroids @ words[t, j]).argmax() == t)
+    return {"cosine_within": round(float(cos[same].mean()), 3),
+            "cosine_across": round(float(cos[theme[:, None] != theme[None, :]].mean()), 3),
+            "nearest_centroid": round(right / len(theme), 3)}
 
 
 def minilm_path() -> str:

@@ -9,6 +9,7 @@ naming the file, the record id and the field. Writers are atomic.
 from __future__ import annotations
 
 import codecs
+import datetime
 import json
 import os
 import re
@@ -167,8 +168,6 @@ def _check_date(path, value: str | None, rid: str | None, field: str) -> str | N
         return None
     day = _ISO_DAY.match(value)
     if day:
-        import datetime
-
         try:
             datetime.date(*(int(g) for g in day.groups()))
         except ValueError as exc:
