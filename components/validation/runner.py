@@ -7,6 +7,8 @@ expectation with example record ids; Data Docs HTML is written when `docs_dir` i
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,6 +137,25 @@ def _record_id(row: dict) -> str | None:
     return str(row["id"]) if "id" in row else None
 
 
+class ItemTexts:
+    """A profile item id names one item: the same id with other texts in another user's
+    profile is refused (files that are joined per item id, such as the tokenizer corpus,
+    would silently keep one of them). Keeps an 8-byte digest per item id."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, {}
+
+    def check(self, q) -> None:
+        for i, item in enumerate(q.profile):
+            digest = hashlib.blake2b(json.dumps(item.fields, sort_keys=True).encode(), digest_size=8).digest()
+            owner = f"user {q.user_id!r}" if q.user_id is not None else f"question {q.id!r}"
+            first, known = self.seen.setdefault(item.id, (owner, digest))
+            if known != digest and first != owner:
+                raise DataError(self.path, f"profile item id {item.id!r} also names an item with other texts in "
+                                           f"the profile of {first}; an item id must name one item", q.id,
+                                f"profile[{i}].id")
+
+
 def _frame(rows: dict[str, list]):
     import pandas as pd
 
@@ -162,7 +183,9 @@ def validate_files(task: str | TaskSpec, questions: str | Path, outputs: str | P
         if spec.label_field and spec.label_field not in prow_keys:
             prow_keys.append(spec.label_field)
         prows: dict[str, list] = {k: [] for k in prow_keys}
+        items = ItemTexts(questions)
         for q in iter_questions(questions, spec):
+            items.check(q)
             qrows["id"].append(q.id)
             qrows["input"].append(q.input)
             qrows["profile_size"].append(len(q.profile))

@@ -97,3 +97,20 @@ def test_chunked_profile_validation_sees_every_row(lamp2):
     _edit(q, lambda d: d[-1]["profile"][-1].update(tag="cartoon"))
     report = validate_files("LaMP-2", q, o, chunk_rows=50)
     assert [f.column for f in report.failures] == ["tag"]
+
+
+def test_one_item_id_with_other_texts_in_two_users_fails(lamp2):
+    q, o = lamp2
+    data = json.loads(q.read_text())
+    other = next(i for i, r in enumerate(data) if r["user_id"] != data[0]["user_id"])
+    item = dict(data[0]["profile"][0], description="a different text")
+
+    def clash(d):
+        d[other]["profile"].append(item)
+    _edit(q, clash)
+    report = validate_files("LaMP-2", q, o)
+    assert not report.success and f"record {data[other]['id']!r}" in report.format_error
+    assert f"profile item id {item['id']!r} also names an item with other texts" in report.format_error
+    same = dict(data[0]["profile"][0])                    # the same item in another profile is fine
+    _edit(q, lambda d: d[other]["profile"].__setitem__(-1, same))
+    assert validate_files("LaMP-2", q, o).success
