@@ -71,7 +71,8 @@ class Prompts:
         context, spans = tokens(["<bos>"]), []
         for theme, label in zip(themes, labels):
             if self.args.compact:                       # MQAR's layout: the text, then its label
-                item = tokens(self.text(theme, rng, exact) + [label])
+                text = self.text(theme, rng, exact)
+                item = tokens([label] + text if self.args.order == "label-first" else text + [label])
             else:
                 body = TEMPLATE + ['"'] + self.text(theme, rng, exact) + ['"']
                 item = tokens(['"', label, '"', "is"] + body if self.args.order == "label-first"
@@ -239,7 +240,8 @@ def main() -> None:
     ap.add_argument("--order", default="label-last", choices=["label-last", "label-first"],
                     help="LaMP-2's item (label last) or LaMP-3's (label first)")
     ap.add_argument("--compact", action="store_true",
-                    help="items as MQAR writes them (text, label) and queries without template words")
+                    help="items as MQAR writes them (text, label; with --order label-first: label, text) and "
+                         "queries without template words")
     ap.add_argument("--k", type=int, default=4, help="items per prompt (default 4)")
     ap.add_argument("--labels", type=int, default=16, help="label vocabulary (default 16)")
     ap.add_argument("--words", type=int, nargs=2, default=[8, 16], help="words per text (default 8 16)")
