@@ -1,6 +1,6 @@
 """Benchmark: serving latency and throughput at batch sizes 1 and 16.
 
-For each method, registers `serve-<method>`, starts `mlflow models serve` on 127.0.0.1 (the
+For each method, registers `serve-<method>`, starts the server of `persona serve` (MLflow's scoring app under uvicorn) on 127.0.0.1 (the
 real HTTP path: JSON in, pyfunc, JSON out) and sends the test questions of known users
 (no profile in the request: the stored history is used) one row per request, then 16 rows
 per request. Reports p50/p95 request latency, per-row latency and rows/s in steady state
@@ -85,9 +85,8 @@ def main() -> None:
         port = _port()
         log = Path(args.out) / f"serve-{method}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(serve_command(reg["model_uri"], port=port), stdout=log.open("w"),
-                                stderr=subprocess.STDOUT, env=serve_env({**__import__("os").environ,
-                                                                         "MLFLOW_TRACKING_URI": uri}))
+        proc = subprocess.Popen(serve_command(port=port), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                env=serve_env(reg["model_uri"], {**__import__("os").environ, "MLFLOW_TRACKING_URI": uri}))
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(600):
@@ -138,7 +137,7 @@ def main() -> None:
         ax.set_xticks([i + 0.2 for i in range(len(names))], names)
         ax.set_ylabel(label)
         ax.legend()
-    fig.suptitle(f"Serving over HTTP (mlflow models serve), {args.task}, 2 CPU cores")
+    fig.suptitle(f"Serving over HTTP (persona serve), {args.task}, 2 CPU cores")
     fig.tight_layout()
     fig.savefig(plot, dpi=120)
     import mlflow

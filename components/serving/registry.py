@@ -1,4 +1,4 @@
-"""Register the serving model `serve-<method>` and build the `mlflow models serve` command.
+"""Register the serving model `serve-<method>`, and run the server that answers for it.
 
 The serving model has no weights of its own: it resolves the method's registered models
 (population champions, Attn-GS marker/compressor, the backbone) when it loads, so a new
@@ -9,6 +9,7 @@ nothing to validate that the models it routes to have not already been validated
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -72,18 +73,53 @@ def register_serving_model(method: str, repo: str | Path = ".", profile_name: st
     return {"name": name, "version": version, "model_uri": f"models:/{name}@champion", "new": True}
 
 
-def serve_env(base: dict | None = None) -> dict:
-    """The environment for `mlflow models serve`: it starts `uvicorn` by name, so this
-    interpreter's scripts directory goes first on PATH."""
+def serve_env(model_uri: str, base: dict | None = None, max_rows: int | None = None,
+              max_bytes: int | None = None) -> dict:
+    """The server's environment: the model it serves and its request limits
+    (`components/serving/app.py`)."""
     import os
 
     env = dict(os.environ if base is None else base)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PERSONA_SERVE_MODEL"] = model_uri
+    for key, value in (("PERSONA_SERVE_MAX_ROWS", max_rows), ("PERSONA_SERVE_MAX_BYTES", max_bytes)):
+        if value is not None:
+            env[key] = str(value)
     return env
 
 
-def serve_command(model_uri: str, host: str = "127.0.0.1", port: int = 5005, workers: int = 1) -> list[str]:
-    """`mlflow models serve` in this environment (no conda/virtualenv rebuild)."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    return [str(mlflow) if mlflow.exists() else "mlflow", "models", "serve", "-m", model_uri, "-h", host,
-            "-p", str(port), "--env-manager", "local", "-w", str(workers)]
+def serve_command(host: str = "127.0.0.1", port: int = 5005, workers: int = 1) -> list[str]:
+    """uvicorn with the scoring app of `components/serving/app.py`, in this interpreter."""
+    return [sys.executable, "-m", "uvicorn", "--factory", "components.serving.app:create_app", "--host", host,
+            "--port", str(port), "--workers", str(workers)]
+
+
+def run_server(cmd: list[str], env: dict, grace: float = 30.0) -> int:
+    """Run the server in a process group of its own and pass SIGTERM/SIGINT on to all of it
+    (uvicorn and its workers): stopping `persona serve` stops everything it started. Members
+    still there `grace` seconds after the signal are killed."""
+    import os
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                forward(signal.SIGINT, None)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

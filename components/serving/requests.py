@@ -15,6 +15,8 @@ from components.lamp.tasks import get_task
 
 MAX_PROFILE_ITEMS = 2048          # a profile longer than this is refused (LaMP's longest are ~1k)
 MAX_TEXT_CHARS = 20_000           # per input and per profile field
+MAX_REQUEST_ROWS = 256            # per HTTP request (`persona serve --max-rows`); larger ones get 413
+MAX_REQUEST_BYTES = 8 * 2**20     # per HTTP request (`persona serve --max-bytes`)
 
 
 class RequestError(ValueError):

@@ -1,5 +1,5 @@
 """Serving: the same answers as the evaluation harness, guests, flags, bad rows, and the
-serving model behind a real `mlflow models serve` on loopback."""
+serving model behind the real server of `persona serve` on loopback (request limits, signals)."""
 
 import json
 import socket
@@ -94,7 +94,7 @@ def _post(url, payload):
         return exc.code, json.loads(exc.read())
 
 
-def test_mlflow_models_serve_answers_like_the_service(workspace, tmp_path):
+def test_the_server_answers_like_the_service_within_its_limits(workspace, tmp_path):
     from components.serving.registry import register_serving_model, serve_command, serve_env
     from components.serving.service import PersonaService
 
@@ -103,8 +103,8 @@ def test_mlflow_models_serve_answers_like_the_service(workspace, tmp_path):
     assert not register_serving_model("tap-per", workspace)["new"]          # unchanged: same version
     port = _free_port()
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen(serve_command(reg["model_uri"], port=port), stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=serve_env())
+    proc = subprocess.Popen(serve_command(port=port), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env=serve_env(reg["model_uri"], max_rows=8, max_bytes=200_000))
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 240
@@ -125,6 +125,12 @@ def test_mlflow_models_serve_answers_like_the_service(workspace, tmp_path):
         assert all(p["personalized"] for p in body["predictions"])
         status, body = _post(f"{url}/invocations", {"dataframe_records": [{"user_id": "u1", "task": "LaMP-2"}]})
         assert status == 400 and "request row 0, field 'input': missing" in json.dumps(body)
+        status, body = _post(f"{url}/invocations", {"dataframe_records": rows * 3})      # 12 rows
+        assert status == 413 and "12 rows; the limit is 8 rows" in body["message"]
+        status, body = _post(f"{url}/invocations", {"dataframe_records": rows[:1], "pad": "x" * 200_000})
+        assert status == 413 and "the limit is 200000 bytes" in body["message"]
+        status, body = _post(f"{url}/invocations", {"dataframe_records": rows[:1]})       # still answering
+        assert status == 200
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -142,3 +148,32 @@ def test_persona_serve_registers_the_serving_model(workspace):
     bad = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--method", "magic-9", "--register-only"],
                          cwd=workspace, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown baseline 'magic-9'" in bad.stderr
+
+
+def test_stopping_persona_serve_stops_the_server(workspace, tmp_path):
+    import signal
+    import sys
+
+    port = _free_port()
+    log = tmp_path / "persona-serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--method", "bm25-2", "--port", str(port)],
+                            cwd=workspace, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/ping"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                time.sleep(1)
+        else:
+            pytest.fail(f"server did not start: {log.read_text()[-3000:]}")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        with pytest.raises(OSError):                 # nothing is left answering on the port
+            urllib.request.urlopen(url, timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
