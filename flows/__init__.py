@@ -1,17 +1,19 @@
 """Prefect flows: thin orchestration over `components/`.
 
-Prefect keeps its state under the repository's `.state/` unless told otherwise, so a
-checkout never writes to the user's home directory and CI starts clean.
+Prefect and the caches keep their state in the state directory of the repository the
+command runs on (`components/storage/state.py`: `.state/` there, or `$PERSONA_STATE_DIR`),
+so a checkout never writes to the user's home directory and CI starts clean.
 """
 
 import os
 from pathlib import Path
 
-_STATE = Path(os.environ.get("PERSONA_STATE_DIR", Path(__file__).resolve().parent.parent / ".state"))
+from components.storage.state import cache_dir, state_dir
+
 for _key, _value in {
-    "PREFECT_HOME": str(_STATE / "prefect"),
-    "PERSONA_VECTOR_CACHE": str(_STATE / "vectors"),
-    "PERSONA_CONTEXT_CACHE": str(_STATE / "contexts"),
+    "PREFECT_HOME": str(state_dir() / "prefect"),
+    "PERSONA_VECTOR_CACHE": str(cache_dir("vectors")),
+    "PERSONA_CONTEXT_CACHE": str(cache_dir("contexts")),
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_LOGGING_LOG_PRINTS": "true",

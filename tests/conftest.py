@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("PERSONA_STATE_DIR", str(ROOT / ".state" / "tests"))
+# the tests' Prefect home and caches, apart from the checkout's own runs; every test
+# repository keeps the rest of its state (MLflow, checkpoints) in its own .state/
+TESTS_STATE = ROOT / ".state" / "tests"
+os.environ.setdefault("PREFECT_HOME", str(TESTS_STATE / "prefect"))
+os.environ.setdefault("PERSONA_VECTOR_CACHE", str(TESTS_STATE / "vectors"))
+os.environ.setdefault("PERSONA_CONTEXT_CACHE", str(TESTS_STATE / "contexts"))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 

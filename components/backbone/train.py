@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 from components.config import Profile
 from components.lamp.io import read_golds, read_questions
 from components.lamp.splits import split_files
 from components.lamp.tasks import get_task
+from components.storage.state import make_temporary, state_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         mlflow_tracking.experiment(spec.name, repo)
         tags = mlflow_tracking.standard_tags(repo, profile=profile.name, source=settings.source,
                                              params_hash=profile.section_hash("backbone"))
-    (Path(repo) / ".state").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"backbone-{spec.name}-", dir=Path(repo) / ".state"))
+    work = make_temporary(f"backbone-{spec.name}", repo)
     try:
         if settings.source == "embedded":
             qfile, ofile = split_files(spec.name, settings.train_split, Path(repo) / "data")
@@ -79,7 +78,7 @@ def checkpoint_path(repo: str | Path, task: str, settings: dict, *files: Path) -
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for f in files:
         digest.update(Path(f).read_bytes())
-    return Path(repo).resolve() / ".state" / "checkpoints" / f"backbone-{task}-{digest.hexdigest()[:16]}.pt"
+    return state_dir(repo) / "checkpoints" / f"backbone-{task}-{digest.hexdigest()[:16]}.pt"
 
 
 def checksum(model) -> float:

@@ -86,7 +86,7 @@ def forget_user(user: str, repo: str | Path = ".", profile_name: str | None = No
     # 2. models with per-user state, 3. caches
     models = forget_in_models(user, tasks, repo)
     strings = set().union(*(vector_texts(get_task(t), questions[t]) for t in tasks))
-    caches = forget_in_caches(user, [q for t in tasks for q in questions[t]], strings)
+    caches = forget_in_caches(user, [q for t in tasks for q in questions[t]], strings, repo)
 
     # 4. history
     purged: dict = {}
@@ -124,27 +124,28 @@ def forget_in_models(user: str, tasks: list[str], repo: Path) -> list[dict]:
                                  repo)
             if reg:
                 out.append({"name": name, "version": reg["version"], "derived_from": reg["derived_from"]})
-            for version in versions_holding(name, lambda d: user in users_in_dir(d), skip=set()):
+            for version in versions_holding(name, lambda d: user in users_in_dir(d), skip=set(), repo=repo):
                 tombstone(name, version, "it holds data of a forgotten user (persona users forget); it may "
                                          "not serve again")
     return out
 
 
-def forget_in_caches(user: str, questions: list, strings: set[str]) -> dict:
+def forget_in_caches(user: str, questions: list, strings: set[str], repo: str | Path = ".") -> dict:
     """Drop the vectors of `strings` (the user's items and queries, `vector_texts`) from every
     encoder's cache, and the compressed contexts of the user and of their `questions` from
-    every marker/compressor/budget namespace."""
-    from components.methods.attn_gs.method import ContextCache, default_context_root, question_key
-    from components.retrieval.cache import VectorCache, default_cache_root
+    every marker/compressor/budget namespace, in the repository's caches (`cache_dir`)."""
+    from components.methods.attn_gs.method import ContextCache, question_key
+    from components.retrieval.cache import VectorCache
+    from components.storage.state import cache_dir
 
     keys = {question_key(q) for q in questions}
     vectors = contexts = 0
-    root = default_cache_root()
-    if root is not None and root.exists():
+    root = cache_dir("vectors", repo)
+    if root.exists():
         for ns in sorted(p.name for p in root.iterdir() if p.is_dir()):
             vectors += VectorCache(root, ns).remove(strings)
-    root = default_context_root()
-    if root is not None and root.exists():
+    root = cache_dir("contexts", repo)
+    if root.exists():
         for ns in sorted(p.name for p in root.iterdir() if p.is_dir()):
             contexts += ContextCache(root, ns).remove({user}, keys)
     return {"vectors_removed": vectors, "contexts_removed": contexts}
@@ -157,7 +158,7 @@ def purge_user_history(user: str, tasks: list[str], repo: Path, keep: dict[str, 
     deleted = []
     for task in tasks:
         for name in population_models("tap-per", task):
-            old = versions_holding(name, lambda d: user in users_in_dir(d), skip={keep.get(name, "")})
+            old = versions_holding(name, lambda d: user in users_in_dir(d), skip={keep.get(name, "")}, repo=repo)
             if old:
                 deleted += purge_versions(name, old)
     gc = "not a DVC workspace"

@@ -19,8 +19,10 @@ class ServingModel(PythonModel):
 
         cfg = context.model_config
         repo = os.environ.get("PERSONA_REPO") or cfg["repo"]
-        os.environ.setdefault("PERSONA_VECTOR_CACHE", os.path.join(repo, ".state", "vectors"))
-        os.environ.setdefault("PERSONA_CONTEXT_CACHE", os.path.join(repo, ".state", "contexts"))
+        from components.storage.state import CACHE_VARIABLES, cache_dir
+
+        for kind, variable in CACHE_VARIABLES.items():
+            os.environ.setdefault(variable, str(cache_dir(kind, repo)))
         self.service = PersonaService(cfg["method"], repo, cfg.get("profile"), int(cfg.get("batch_size", 16)))
 
     def predict(self, context, model_input, params=None):

@@ -1,6 +1,7 @@
 """Where runs go, what they are tagged with, and how backbones are registered.
 
-Default store: SQLite at `.state/mlflow.db` with artifacts in `.state/mlartifacts`
+Default store: SQLite at `.state/mlflow.db` with artifacts in `.state/mlartifacts` (the state
+directory, `components/storage/state.py`)
 (`MLFLOW_TRACKING_URI` overrides both, e.g. a real `mlflow server`; a server is checked
 with bounded retries and a clear error). `PERSONA_MLFLOW_ARTIFACTS=s3://bucket/prefix`
 puts new experiments' artifacts straight on S3 (with `MLFLOW_S3_ENDPOINT_URL` for a
@@ -29,7 +30,9 @@ def configure(repo: str | Path = ".", attempts: int = 4, backoff: float = 1.0) -
     """Point MLflow at the tracking store and return its URI (a server must answer /health)."""
     import mlflow
 
-    state = Path(repo).resolve() / ".state"
+    from components.storage.state import state_dir
+
+    state = state_dir(repo)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         state.mkdir(parents=True, exist_ok=True)
@@ -145,8 +148,10 @@ def backbone_cache_dir(repo: str | Path, model_uri: str) -> Path:
     (version 1 of `backbone-LaMP-2` in two MLflow stores are different models)."""
     import mlflow
 
+    from components.storage.state import state_dir
+
     store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:8]
-    return Path(repo).resolve() / ".state" / "backbones" / store / model_uri.removeprefix("models:/").replace("/", "-v")
+    return state_dir(repo) / "backbones" / store / model_uri.removeprefix("models:/").replace("/", "-v")
 
 
 def resolve_backbone(task: str, uri: str | None, repo: str | Path = ".", loader=None):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 from components.config import Profile
+from components.storage.state import make_temporary
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ def train_and_register(task: str, profile: Profile, backbone_uri: str, repo: str
                                          params_hash=profile.section_hash("attn_gs"))
     params = {**settings.model_dump(), "training_examples": len(pairs)}
     out = {}
-    (Path(repo) / ".state").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"attn-gs-{spec.name}-", dir=Path(repo) / ".state"))
+    work = make_temporary(f"attn-gs-{spec.name}", repo)
     try:
         for role, model, name in (("marker", marker, model_names(spec.name)[0]),
                                   ("compressor", compressor, model_names(spec.name)[1])):

@@ -11,12 +11,13 @@ from components.methods.populations import population_inputs, register_populatio
 def train_and_register(task: str, population: str, profile: Profile, backbone_uri: str,
                        repo: str | Path = ".", progress: bool = False) -> dict:
     from components.methods.pplug.method import train_pplug
-    from components.retrieval.cache import VectorCache, default_cache_root
+    from components.retrieval.cache import VectorCache
+    from components.storage.state import cache_dir
 
     spec, members, examples, backbone, uri = population_inputs(task, population, profile.pplug.max_examples,
                                                                backbone_uri, repo)
     encoder = profile.pplug.history_encoder()
-    cache = VectorCache(default_cache_root() or Path(repo) / ".state" / "vectors", encoder.fingerprint)
+    cache = VectorCache(cache_dir("vectors", repo), encoder.fingerprint)
     model_cfg, train_cfg = profile.pplug.configs()
     method, losses, costs = train_pplug(backbone, spec, examples, model_cfg, train_cfg, encoder, cache,
                                         progress=progress)
