@@ -9,9 +9,10 @@ import logging
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from components.storage.state import make_temporary
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def derive_version(kind: str, name: str, change: Callable[[Path], object], note:
     client = mlflow.MlflowClient()
     base = serving_version(name)
     source = client.get_model_version(name, base)
-    work = Path(tempfile.mkdtemp(prefix="persona-derive-"))
+    work = make_temporary("derive", repo)
     try:
         directory = population_dir(name, base, work / "download")
         result = change(directory)
@@ -66,12 +67,12 @@ def derive_version(kind: str, name: str, change: Callable[[Path], object], note:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def versions_holding(name: str, contains: Callable[[Path], bool], skip: set[str]) -> list[str]:
+def versions_holding(name: str, contains: Callable[[Path], bool], skip: set[str], repo: str | Path = ".") -> list[str]:
     """The versions of `name` (other than `skip`) whose directory `contains` says yes to."""
     import mlflow
 
     found = []
-    work = Path(tempfile.mkdtemp(prefix="persona-scan-"))
+    work = make_temporary("scan", repo)
     try:
         for v in mlflow.MlflowClient().search_model_versions(f"name='{name}'"):
             if str(v.version) in skip:
@@ -84,22 +85,30 @@ def versions_holding(name: str, contains: Callable[[Path], bool], skip: set[str]
 
 
 def purge_versions(name: str, versions: list[str]) -> list[str]:
-    """Delete model versions, their logged models and runs, then garbage-collect them from
-    the tracking store and the artifact store (`mlflow gc`)."""
+    """Delete model versions with their logged models and runs: first their artifacts, through
+    the artifact store itself (a folder, S3, or a tracking server's proxied store), then the
+    entities; a database the platform reaches directly (SQLite, or any SQL store) is then
+    garbage-collected (`mlflow gc`) and compacted. Behind a tracking server, the deleted
+    entities' rows (names, tags and metrics, no user data) wait for the server's own `mlflow gc`."""
     import mlflow
 
     client = mlflow.MlflowClient()
     runs, models = [], []
     for version in versions:
         v = client.get_model_version(name, version)
+        model_id = logged_model_id(v)
+        if model_id:
+            delete_artifacts(client.get_logged_model(model_id).artifact_location)
+        if v.run_id:
+            delete_artifacts(client.get_run(v.run_id).info.artifact_uri)
         client.delete_model_version(name, version)
-        if v.model_id:
-            client.delete_logged_model(v.model_id)
-            models.append(v.model_id)
+        if model_id:
+            client.delete_logged_model(model_id)
+            models.append(model_id)
         if v.run_id:
             client.delete_run(v.run_id)
             runs.append(v.run_id)
-    if runs or models:
+    if (runs or models) and not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks")):
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "gc",
                "--backend-store-uri", mlflow.get_tracking_uri()]
@@ -110,7 +119,41 @@ def purge_versions(name: str, versions: list[str]) -> list[str]:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"mlflow gc failed for {name} versions {versions}: {proc.stderr[-2000:]}")
+        compact_sqlite_store(mlflow.get_tracking_uri())
     return [f"{name}/{v}" for v in versions]
+
+
+def delete_artifacts(uri: str) -> None:
+    """Delete everything under an artifact URI, in whatever store holds it."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(uri).delete_artifacts()
+    except FileNotFoundError:
+        pass
+
+
+def logged_model_id(version) -> str | None:
+    """The logged model behind a registered version: its `model_id` where the store fills it
+    in, else the `models:/m-…` source it was registered from (SQL stores leave `model_id`
+    empty)."""
+    if version.model_id:
+        return version.model_id
+    source = version.source or ""
+    if source.startswith("models:/m-"):
+        return source.removeprefix("models:/").split("/")[0]
+    return None
+
+
+def compact_sqlite_store(uri: str) -> None:
+    """Rewrite a local SQLite tracking database so deleted rows leave no bytes behind in its
+    free pages (`VACUUM`); other stores are left to their own housekeeping."""
+    import sqlite3
+    from contextlib import closing
+
+    if uri.startswith("sqlite:///"):
+        with closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+            db.execute("VACUUM")
 
 
 def users_in_dir(directory: Path) -> set[str]:

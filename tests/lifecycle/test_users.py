@@ -3,6 +3,7 @@ other user's answers unchanged), forgetting with the audit (current state clean;
 clean only with --purge-history, on a local DVC remote and on S3 on loopback), bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -82,6 +83,27 @@ def test_onboarding_a_user_is_quick_and_changes_no_one_else(workspace, tmp_path)
     assert (workspace / "dvc.lock").read_text() == lock
 
 
+def _own_texts(repo, user) -> set[str]:
+    """The texts (questions and history items) of `user` that no other user has."""
+    mine, others = set(), set()
+    for split in ("train", "dev", "test"):
+        for q in _questions(repo, f"time/{split}"):
+            texts = {q.input} | {p.fields["description"] for p in q.profile}
+            (mine if q.user_id == user else others).update(texts)
+    return mine - others
+
+
+def _files_holding(root, user, texts) -> list[str]:
+    """Every file under `root` (but git's packed objects) whose bytes hold the user id as a
+    token or one of the texts: the independent check the audit must agree with."""
+    import re
+
+    token = re.compile(rb"(?<![A-Za-z0-9_])" + re.escape(user.encode()) + rb"(?![A-Za-z0-9_])")
+    needles = [t.encode() for t in texts] + [json.dumps(t)[1:-1].encode() for t in texts]
+    return [str(p) for p in root.rglob("*") if p.is_file() and ".git" not in p.parts
+            and (token.search(blob := p.read_bytes()) or any(n in blob for n in needles))]
+
+
 def _a_user(repo, skip=()):
     return next(q.user_id for q in _questions(repo) if q.user_id not in skip and not q.user_id.startswith("newbie"))
 
@@ -129,10 +151,16 @@ def test_forget_then_audit_and_purge_history(workspace):
         assert json.loads(_persona(workspace, "registry", "show", name).stdout)["champion_history"][-1] == new
 
     second = _a_user(workspace, skip={user})
+    texts = _own_texts(workspace, second)
+    assert _files_holding(workspace.parent, second, texts)      # in data, MLflow's artifacts and the DVC store
     purged = _persona(workspace, "users", "forget", second, "--purge-history")
     assert purged.returncode == 0, purged.stderr[-3000:]
     report = json.loads(purged.stdout)
     assert report["audit"]["clean"] and not any(report["audit"]["history"].values()), report["audit"]
+    # an independent scan of every file of the workspace, its MLflow store and DVC remote agrees
+    assert not _files_holding(workspace.parent, second, texts)
+    history = subprocess.run(["git", "log", "--all", "-p"], cwd=workspace, capture_output=True, text=True).stdout
+    assert second not in history and not any(t in history for t in texts)
     assert report["purged"]["model_versions_deleted"]
     for model in report["models"]:
         back = _persona(workspace, "registry", "rollback", model["name"])
@@ -143,6 +171,28 @@ def test_forget_then_audit_and_purge_history(workspace):
 
     assert not scan_tree(workspace / ".dvc" / "cache", Needles(user, []))
     assert not scan_dvc_remote(workspace, Needles(user, []))
+
+
+def test_forget_from_another_checkout_cleans_this_workspaces_caches(workspace, monkeypatch):
+    """The package imported from one checkout (here the project's), the command run in
+    another: the caches cleaned and audited are those of the repository the command runs on."""
+    from components.serving.service import PersonaService
+    from tests.conftest import ROOT
+
+    state = workspace / ".state"
+    monkeypatch.setenv("PERSONA_CONTEXT_CACHE", str(state / "contexts"))
+    monkeypatch.setenv("PERSONA_VECTOR_CACHE", str(state / "vectors"))
+    user = _a_user(workspace)
+    q = next(q for q in _questions(workspace) if q.user_id == user)
+    PersonaService("attn-gs@6", workspace).answer(_rows([q]))           # cached in this workspace's state
+    assert _files_holding(state / "contexts", user, [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PERSONA_", "PREFECT_HOME"))}
+    done = subprocess.run([sys.executable, "-P", "-m", "flows.cli", "users", "forget", user], cwd=workspace,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert out["caches"]["contexts_removed"] > 0 and out["audit"]["clean"]
+    assert not _files_holding(state / "contexts", user, [])
 
 
 def test_purge_history_cleans_an_s3_remote(workspace, s3_server):  # noqa: F811

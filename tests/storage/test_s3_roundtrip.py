@@ -176,3 +176,59 @@ def test_direct_artifacts_on_s3_with_a_local_store(s3_server, monkeypatch, tmp_p
         mlflow.log_text("hello", "notes/hello.txt")
     keys = list_keys(S3Location("mlflow-artifacts", "direct/lamp-LaMP-2", s3_server))
     assert any(k.endswith("notes/hello.txt") for k in keys)
+
+
+class _Holder(__import__("mlflow").pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["local database, artifacts on S3", "tracking server, artifacts proxied to S3"])
+def test_purged_versions_leave_nothing_on_s3_and_the_audit_reads_the_store(store, s3_server, monkeypatch, tmp_path):
+    """A registered version holding a user's row, purged: its artifacts are gone from the S3
+    bucket itself (an independent listing agrees), and the audit, which reads what the store
+    holds rather than what the registry lists, finds it before and not after."""
+    import mlflow
+
+    from components.lifecycle.audit import Needles, scan_tracking_store
+    from components.lifecycle.models import purge_versions
+    from components.tracking.mlflow_tracking import configure, experiment
+
+    ensure_bucket(S3Location("mlflow-artifacts", endpoint_url=s3_server))
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server)
+    proc = None
+    if store.startswith("tracking server"):
+        proc, url, _ = _start_mlflow_server(tmp_path, s3_server)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        prefix = "proxied"
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+        monkeypatch.setenv("PERSONA_MLFLOW_ARTIFACTS", "s3://mlflow-artifacts/direct")
+        prefix = "direct"
+    try:
+        configure(tmp_path)
+        experiment("LaMP-2", tmp_path)
+        population = tmp_path / "population"
+        population.mkdir()
+        (population / "users.json").write_text(json.dumps({"users": ["u000042", "u000043"]}))
+        with mlflow.start_run():
+            mlflow.log_text("trained on u000042", "notes.txt")
+            mlflow.pyfunc.log_model(name="tap_per", python_model=_Holder(), artifacts={"population": str(population)},
+                                    registered_model_name="tap-per-LaMP-2-p0")
+        needles = Needles("u000042", [])
+        on_s3 = lambda: [k for k in list_keys(S3Location("mlflow-artifacts", prefix, s3_server))  # noqa: E731
+                         if needles.find(boto3_get(s3_server, k))]
+        assert len(on_s3()) == 2 and scan_tracking_store(needles, tmp_path)
+        purge_versions("tap-per-LaMP-2-p0", ["1"])
+        assert not on_s3() and not scan_tracking_store(needles, tmp_path)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def boto3_get(endpoint: str, key: str) -> bytes:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint).get_object(Bucket="mlflow-artifacts", Key=key)["Body"].read()
