@@ -290,24 +290,26 @@ def cmd_users_forget(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
-    from components.serving.registry import register_serving_model, serve_command, serve_env
+    from components.serving.registry import register_serving_model, run_server, serve_command, serve_env
 
     reg = register_serving_model(args.method, ".", args.profile, args.batch_size)
-    cmd = serve_command(reg["model_uri"], args.host, args.port, args.workers)
-    print(f"serving {reg['name']} version {reg['version']} on http://{args.host}:{args.port}/invocations "
-          f"(POST {{\"dataframe_records\": [{{\"user_id\", \"task\", \"input\", \"profile\"?}}]}})",
-          file=sys.stderr)
     if args.register_only:
         _print_json(reg)
         return 0
     from components.tracking.mlflow_tracking import configure
 
-    return subprocess.call(cmd, env=serve_env({**os.environ, "MLFLOW_TRACKING_URI": configure(".")}))
+    print(f"serving {reg['name']} version {reg['version']} on http://{args.host}:{args.port}/invocations "
+          f"(POST {{\"dataframe_records\": [{{\"user_id\", \"task\", \"input\", \"profile\"?}}]}}, at most "
+          f"{args.max_rows} rows and {args.max_bytes} bytes a request); Ctrl-C or SIGTERM stops it", file=sys.stderr)
+    env = serve_env(reg["model_uri"], {**os.environ, "MLFLOW_TRACKING_URI": configure(".")}, args.max_rows,
+                    args.max_bytes)
+    return run_server(serve_command(args.host, args.port, args.workers), env)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from components.serving.requests import MAX_REQUEST_BYTES, MAX_REQUEST_ROWS
+
     parser = argparse.ArgumentParser(
         prog="persona", description="Train, evaluate and register personalized LLMs on LaMP-format data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -458,13 +460,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="params.yaml profile (default: the active one)")
     p.set_defaults(func=cmd_users_forget)
 
-    p = sub.add_parser("serve", help="register serve-<method> (an MLflow pyfunc) and serve it with "
-                                     "`mlflow models serve` on POST /invocations")
+    p = sub.add_parser("serve", help="register serve-<method> (an MLflow pyfunc) and serve it on POST "
+                                     "/invocations (MLflow's scoring server, with request limits)")
     p.add_argument("--method", default="tap-per", help="any evaluated method: tap-per, pplug, attn-gs@8, bm25-4, ...")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=int, default=5005, help="port to listen on")
     p.add_argument("--workers", type=int, default=1, help="server worker processes (each loads the models)")
     p.add_argument("--batch-size", type=int, default=16, help="rows answered per model call")
+    p.add_argument("--max-rows", type=int, default=MAX_REQUEST_ROWS,
+                   help=f"rows per request; a larger one gets 413 (default {MAX_REQUEST_ROWS})")
+    p.add_argument("--max-bytes", type=int, default=MAX_REQUEST_BYTES,
+                   help=f"bytes per request body; a larger one gets 413 (default {MAX_REQUEST_BYTES})")
     p.add_argument("--profile", help="params.yaml profile (default: the active one)")
     p.add_argument("--register-only", action="store_true", help="register the serving model, do not serve")
     p.set_defaults(func=cmd_serve)
@@ -475,8 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, _frame):
+    """SIGTERM ends the command like Ctrl-C does: cleanups and exit handlers run (Prefect's
+    ephemeral API server is stopped by one), where the default action would orphan it.
+    During a flow run, Prefect's own handler first marks the run, then passes it on here."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):

@@ -9,12 +9,12 @@ import hashlib
 import logging
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from components.lamp.history import history_examples
 from components.lamp.io import read_questions
+from components.storage.state import make_temporary
 from components.lamp.tasks import get_task
 from components.methods.base import Method, Prediction
 
@@ -69,10 +69,10 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
     tags = mlflow_tracking.standard_tags(repo, backbone=backbone_uri, population=population, kind=kind,
                                          params_hash=params_hash)
     mlflow_tracking.experiment(spec.name, repo)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    work = make_temporary(name, repo)
     try:
         save(work / "population")
-        with mlflow.start_run(run_name=f"train-{name}", tags=tags) as run:
+        with registry.registering(name), mlflow.start_run(run_name=f"train-{name}", tags=tags) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             for step, value in enumerate(losses):
@@ -83,11 +83,12 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
                 code_paths=[str(Path(__file__).resolve().parents[1])],
                 pip_requirements=POPULATION_PIP_REQUIREMENTS, registered_model_name=name,
                 model_config={"backbone_uri": backbone_uri, "task": spec.name, "kind": kind})
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        registry.mark_challenger(name, version)
+            version = str(info.registered_model_version)
+            client = mlflow.MlflowClient()
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            registry.mark_challenger(name, version)
+            registry.complete(name, version)
         return {"name": name, "version": version, "model_uri": f"models:/{name}/{version}",
                 "run_id": run.info.run_id, "final_loss": losses[-1] if losses else None}
     finally:

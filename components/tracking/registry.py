@@ -10,6 +10,9 @@
   the registered model (tag `champion_history`) so `rollback` can restore the previous one.
 * Promotions of one model are serialised by an inter-process lock, so two racing promotions
   end with one consistent alias: the second one compares against the first one's result.
+* A version is registered as one unit (`registering`): it is either complete (tagged, marked
+  challenger, tag `registered`) or, if the process died half-way (`kill -9`), deleted with
+  its logged model by the next registration of the same model.
 * A version that still holds a forgotten user's data carries a `tombstone` tag
   (`persona users forget`); `promote` and `rollback` refuse it, so a forgotten user never
   comes back into serving. `install` makes a version champion without the comparison (a
@@ -19,15 +22,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 
 from components.lamp.tasks import get_task
 from components.storage.files import named_lock
 
+log = logging.getLogger(__name__)
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 TOMBSTONE = "tombstone"
+COMPLETE = "registered"                 # version tag: the registration finished
+PENDING = "pending_registration"        # registered-model tag while a version is being registered
 
 
 class RegistryError(RuntimeError):
@@ -64,6 +74,63 @@ def _lock(name: str):
 
 def mark_challenger(name: str, version: str) -> None:
     _client().set_registered_model_alias(name, CHALLENGER, str(version))
+
+
+@contextlib.contextmanager
+def registering(name: str):
+    """Register a version of `name` as one unit. Inside the block the caller logs the model
+    (creating the version), tags it and marks it challenger, then calls `complete`. The
+    promotion lock is held throughout, so a pending mark found on entry was left by a
+    process that died: the versions it created and never completed are deleted first."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    with _lock(name):
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException:
+            model = client.create_registered_model(name)
+        if PENDING in model.tags:
+            remove_incomplete(name, json.loads(model.tags[PENDING])["after"])
+        versions = client.search_model_versions(f"name='{name}'")
+        latest = max((int(v.version) for v in versions), default=0)
+        client.set_registered_model_tag(name, PENDING, json.dumps({"after": latest, "pid": os.getpid()}))
+        try:
+            yield
+        except BaseException:
+            remove_incomplete(name, latest)
+            raise
+        client.delete_registered_model_tag(name, PENDING)
+
+
+def complete(name: str, version: str) -> None:
+    _client().set_model_version_tag(name, str(version), COMPLETE, "true")
+
+
+def remove_incomplete(name: str, after: int) -> list[str]:
+    """Delete the versions of `name` newer than `after` that never completed registration,
+    with their logged models; their runs end as KILLED."""
+    from mlflow.exceptions import MlflowException
+
+    from components.lifecycle.models import logged_model_id
+
+    client = _client()
+    removed = []
+    for v in client.search_model_versions(f"name='{name}'"):
+        if int(v.version) <= after or v.tags.get(COMPLETE):
+            continue
+        client.delete_model_version(name, v.version)
+        if model_id := logged_model_id(v):
+            client.delete_logged_model(model_id)
+        with contextlib.suppress(MlflowException):          # the run may be gone already
+            if v.run_id and client.get_run(v.run_id).info.status == "RUNNING":
+                client.set_terminated(v.run_id, "KILLED")
+        removed.append(str(v.version))
+    if removed:
+        log.warning("%s: removed version(s) %s, left incomplete by an interrupted registration", name,
+                    ", ".join(removed))
+    client.delete_registered_model_tag(name, PENDING)
+    return removed
 
 
 def record_validation(name: str, version: str, task: str, metrics: dict[str, float], split: str) -> None:
@@ -114,6 +181,8 @@ def _history(name: str) -> list[str]:
 
 
 def _set_champion(name: str, version: str) -> None:
+    """The alias first, then the history: a process killed in between leaves the history
+    one short, which `rollback` reads correctly and the next `promote` of it completes."""
     client = _client()
     client.set_registered_model_alias(name, CHAMPION, version)
     history = [v for v in _history(name) if v != version] + [version]
@@ -149,6 +218,7 @@ def promote(name: str, version: str | None = None) -> Decision:
             promoted, reason = True, "no champion yet"
         elif str(champ.version) == str(mv.version):
             promoted, reason = False, "already the champion"
+            _set_champion(name, str(mv.version))     # completes the history of a promotion cut short
         elif champ_metrics is None or metric not in champ_metrics:
             promoted, reason = True, f"the champion (version {champ.version}) has no validation {metric}"
         else:
