@@ -1,4 +1,4 @@
-"""Benchmark (issue 4): Attn-GS against its equal-budget baselines, one run, same questions.
+"""Benchmark: Attn-GS against its equal-budget baselines, one run, same questions.
 
 1. Fine-tunes the marker (the marking layers' query and key projections and, unless
    `--no-marker-temperature`, a learned temperature per layer, on the attention loss), marks

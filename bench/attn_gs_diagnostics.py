@@ -1,4 +1,4 @@
-"""Diagnostics behind docs/attn-gs.md (issue 4), one run each.
+"""Diagnostics behind docs/attn-gs.md, one run each.
 
 `formats`: how much of a relevant item the frozen task backbone needs. The ground-truth
 relevant items (`relevance.json`, newest first) or BM25's top items, 1 or 2 of them, in

@@ -9,7 +9,7 @@ subprocess so that peak memory is that step's alone:
   validate       streaming reader + the full Great Expectations suite (chunked)
 
 Reports throughput (MB/s), peak RSS, and ratios against json.load measured in this run.
-Goal (issue 2): validate's peak memory below twice the file size.
+Goal: validate's peak memory below twice the file size.
 
     python bench/data_plane.py [--questions 20000] [--profile-min 120 --profile-max 250]
 """

@@ -1,4 +1,4 @@
-"""Benchmark (issue 6): PPlug per population against the retrieval baselines, same questions.
+"""Benchmark: PPlug per population against the retrieval baselines, same questions.
 
 For every population of the demo data: encode the population's history items once (frozen
 all-MiniLM-L6-v2, vectors cached on disk by content hash), train PPlug (input encoder,

@@ -1,4 +1,4 @@
-"""Benchmark (issue 5): TAP-PER per population against the baselines, same split, one run.
+"""Benchmark: TAP-PER per population against the baselines, same split, one run.
 
 Trains one TAP-PER model per population of the demo data (P_u, record prefix, penalties and
 bridge LoRA, on the population's users' history items; settings from params.yaml), then

@@ -210,7 +210,7 @@ class PPlugSettings(_Strict):
 
 
 class AttnGSSettings(_Strict):
-    """Attn-GS (issue 4): marker and compressor; choices documented in docs/attn-gs.md."""
+    """Attn-GS: marker and compressor; choices documented in docs/attn-gs.md."""
     marker_source: str = Field("backbone", min_length=1,
                                description="the model the marker reads: backbone (the task backbone) | minilm "
                                            "(the packaged pretrained all-MiniLM-L6-v2) | a model name or path")

@@ -1,4 +1,4 @@
-"""Attn-GS on tiny decoder-only and encoder-decoder backbones (issue 4)."""
+"""Attn-GS on tiny decoder-only and encoder-decoder backbones."""
 
 import copy
 import dataclasses

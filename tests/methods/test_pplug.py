@@ -1,4 +1,4 @@
-"""PPlug on tiny decoder-only and encoder-decoder backbones, with a tiny BERT encoder (issue 6)."""
+"""PPlug on tiny decoder-only and encoder-decoder backbones, with a tiny BERT encoder."""
 
 import copy
 from dataclasses import replace

@@ -1,4 +1,4 @@
-"""TAP-PER on tiny decoder-only and encoder-decoder backbones (issue 5, in progress)."""
+"""TAP-PER on tiny decoder-only and encoder-decoder backbones."""
 
 import copy
 

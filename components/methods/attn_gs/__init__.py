@@ -1,1 +1,1 @@
-"""Attn-GS: attention-guided marking and compression of user profiles (issue 4)."""
+"""Attn-GS: attention-guided marking and compression of user profiles."""
