@@ -109,7 +109,8 @@ class BackboneSettings(_Strict):
     source: str = "embedded"
     train_split: str = "time/train"
     processes: int = Field(1, ge=1, description="data-parallel training processes (torchrun; one per GPU)")
-    checkpoint_every: int = Field(100, ge=1, description="training steps between resumable checkpoints")
+    checkpoint_every: int = Field(100, ge=1, description="training steps between resumable checkpoints (the "
+                                                         "backbone's, and each TAP-PER and PPlug population's)")
     embedded: EmbeddedSettings = EmbeddedSettings()
 
 

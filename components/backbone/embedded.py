@@ -26,6 +26,7 @@ from components.backbone.model import Backbone
 from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
 from components.lamp.records import ProfileItem, Question
+from components.storage.checkpoints import save_checkpoint
 from components.lamp.tasks import TASKS, TaskSpec
 from components.retrieval.rankers import rank_bm25, rank_random, select_items
 
@@ -201,15 +202,6 @@ def _length_buckets(examples, tokens_per_microbatch: int):
         yield bucket
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)                       # a kill mid-write never leaves a torn checkpoint
-
-
 def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str],
                             cfg: EmbeddedConfig, progress: bool = True, checkpoint: Path | None = None,
                             checkpoint_every: int = 100) -> tuple[Backbone, dict]:
@@ -286,7 +278,7 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", phase="lm" if lm else "task")
         if checkpoint is not None and ctx.is_main and (step + 1) % checkpoint_every == 0 and step + 1 < total:
-            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "scheduler": sched.state_dict(), "rng": rng.getstate(),
                                           "torch_rng": torch.get_rng_state(), "losses": losses,
                                           "tokens_seen": tokens_seen, "step": step + 1})

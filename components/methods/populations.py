@@ -140,6 +140,18 @@ def population_inputs(task: str, population: str, max_examples: int | None, back
     return spec, members, examples, backbone, uri
 
 
+def population_checkpoints(kind: str, task: str, population: str, profile, section: str, backbone_uri: str,
+                           repo: str | Path = "."):
+    """Where a population's training keeps its resumable checkpoint: one per backbone, the
+    population's data and the method's settings; every `backbone.checkpoint_every` steps."""
+    from components import distributed
+    from components.storage.checkpoints import Checkpoints, checkpoint_path
+
+    path = checkpoint_path(repo, f"{kind}-{task}-{population}", backbone_uri,
+                           population_fingerprint(task, population, repo), profile.section_hash(section))
+    return Checkpoints(path, profile.backbone.checkpoint_every, distributed.init().is_main)
+
+
 def validate_and_promote(kind: str, reg: dict, task: str, population: str, repo: str | Path = ".",
                          split: str = "time/dev") -> dict:
     """Score a registered version on the fixed validation split (the population's users'

@@ -1,6 +1,6 @@
 """A population training killed with SIGKILL (no cleanup runs) during training, between
 registering a version and marking it, or half-way through a promotion: the next run
-completes, and the registry holds no version without its tags and alias, no pending
+completes (resuming a killed training from its checkpoint), and the registry holds no version without its tags and alias, no pending
 registration and no temporaries of the dead process."""
 
 import json
@@ -64,6 +64,7 @@ def _set_lr(repo, lr):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profiles"]["demo"]["tap_per"].update({"epochs": 1, "prefix_length": 2, "max_parallel": 1,
                                                   "max_examples": 40, "lr": lr})
+    params["profiles"]["demo"]["backbone"]["checkpoint_every"] = 1            # every step resumable
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -92,6 +93,9 @@ def test_killed_population_training_leaves_no_debris(tmp_path, synth_root, prefe
         killed = subprocess.run([sys.executable, "-c", KILLED_RUN, point, str(repo), backbone["model_uri"]],
                                 cwd=repo, env=env, capture_output=True, text=True)
         assert killed.returncode == -9, killed.stderr[-3000:]
+        checkpoints = lambda: sorted((state_dir(repo) / "checkpoints").glob("tap-per-*.pt"))  # noqa: E731
+        if point == "training":                                  # the next run resumes from it
+            assert checkpoints()
         if point == "registration":       # a version exists, unmarked; the temporaries of the dead process
             assert list((state_dir(repo) / "tmp").iterdir())
             pending = [m for m in client.search_registered_models() if registry.PENDING in m.tags]
@@ -99,6 +103,7 @@ def test_killed_population_training_leaves_no_debris(tmp_path, synth_root, prefe
         out = train_limited("tap-per", {"LaMP-2": backbone}, repo=str(repo))
         decisions = {key: validate_and_promote("tap-per", reg, *key.split("/"), repo) for key, reg in out.items()}
         assert decisions
+        assert not checkpoints()                                 # removed once registered
         tmp = state_dir(repo) / "tmp"
         assert not (tmp.exists() and list(tmp.iterdir())), list(tmp.iterdir())
         for model in client.search_registered_models(filter_string="name LIKE 'tap-per-%'"):

@@ -249,3 +249,29 @@ def test_the_bridge_trains_only_its_lora_and_is_saved_with_the_model(tiny, tiny_
     plain = PPlugMethod.load(tmp_path / "pop", copy.deepcopy(tiny), tiny_encoder)
     plain.backbone = tiny                                               # the same embedder without its bridge
     assert outputs(plain)[0] != pytest.approx(before[0], abs=1e-5)
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tiny, tiny_encoder, synth_root, tmp_path):
+    from components.storage.checkpoints import Checkpoints
+
+    class Killed(Exception):
+        pass
+
+    class DiesAtStep4(Checkpoints):
+        def save(self, step, state):
+            super().save(step, state)
+            if step == 4:
+                raise Killed
+
+    spec, ex = _examples(synth_root)
+    run = lambda checkpoints=None: train_pplug(  # noqa: E731
+        copy.deepcopy(tiny), spec, ex, PPlugConfig(max_history=6), PPlugTrainConfig(epochs=2, batch_size=4),
+        tiny_encoder, VectorCache(None, tiny_encoder.fingerprint), checkpoints=checkpoints)
+    whole, losses, _ = run()
+    path = tmp_path / "pplug.pt"
+    with pytest.raises(Killed):
+        run(DiesAtStep4(path, 2))
+    resumed, resumed_losses, _ = run(Checkpoints(path, 2))
+    assert resumed_losses == losses
+    a, b = whole.embedder.state_dict(), resumed.embedder.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

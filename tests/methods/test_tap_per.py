@@ -244,3 +244,31 @@ def test_bad_dates_and_empty_histories_fall_back_cleanly(tiny, caplog):
     p = prefix(torch.tensor([0, 1]), z_q, z_h, days, order, mask)
     assert torch.isfinite(p).all()                       # no history: P_q is the projection's bias, no NaN
     assert torch.allclose(p[1], prefix.user_prefix.weight[1].view(2, -1) + prefix.project.bias.view(2, -1))
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_training_resumes_to_the_same_weights(tiny, synth_root, tmp_path):
+    from components.storage.checkpoints import Checkpoints
+
+    spec, ex = _examples(synth_root, n=12)
+    users = sorted({q.user_key for q, _ in ex})
+    cfg, tcfg = TapPerConfig(prefix_length=2), TapPerTrainConfig(batch_size=4, lr=1e-2, epochs=2)   # 6 steps
+    _, whole, _, losses = train_population(copy.deepcopy(tiny), spec, ex, users, cfg, tcfg)
+
+    class DiesAtStep4(Checkpoints):
+        def save(self, step, state):
+            super().save(step, state)
+            if step == 4:                       # mid-way through the second epoch
+                raise _Killed
+
+    path = tmp_path / "tap-per.pt"
+    with pytest.raises(_Killed):
+        train_population(copy.deepcopy(tiny), spec, ex, users, cfg, tcfg, checkpoints=DiesAtStep4(path, 2))
+    assert path.exists()
+    _, resumed, _, resumed_losses = train_population(copy.deepcopy(tiny), spec, ex, users, cfg, tcfg,
+                                                     checkpoints=Checkpoints(path, 2))
+    assert resumed_losses == losses
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))

@@ -164,10 +164,11 @@ class PPlugMethod(Method):
 
     def fit(self, spec: TaskSpec, examples: Sequence[tuple[Question, str]],
             tcfg: PPlugTrainConfig = PPlugTrainConfig(), progress: bool = False,
-            on_step: Callable[[dict], None] | None = None) -> list[float]:
+            on_step: Callable[[dict], None] | None = None, checkpoints=None) -> list[float]:
         """Next-token loss on the gold outputs; the backbone and the history encoder stay frozen;
         the input encoder, both projectors, the instruction and empty-history vectors train,
-        and the shared bridge LoRA when `bridge_rank` > 0.
+        and the shared bridge LoRA when `bridge_rank` > 0. With `checkpoints`
+        (`components/storage/checkpoints.py`), a killed training resumes where it last saved.
         `on_step` (diagnostics) gets each step's method, loss, batch, soft tokens and weights."""
         from tqdm.auto import tqdm
 
@@ -189,12 +190,27 @@ class PPlugMethod(Method):
         self.backbone.model.eval()
         losses: list[float] = []
         steps = tcfg.epochs * ((len(data) + tcfg.batch_size - 1) // tcfg.batch_size)
-        with tqdm(total=steps, disable=not progress or not ctx.is_main, desc="pplug", unit="step") as bar:
-            for _ in range(tcfg.epochs):
+        bridge = {n: p for n, p in self.backbone.model.named_parameters() if p.requires_grad}
+        perm, first_epoch, first_start = list(range(len(data))), 0, 0
+        resume = checkpoints.restore() if checkpoints is not None else None
+        if resume is not None:
+            emb.load_state_dict(resume["embedder"])
+            with torch.no_grad():
+                for n, p in bridge.items():
+                    p.copy_(resume["bridge"][n])
+            opt.load_state_dict(resume["optimizer"])
+            rng.setstate(resume["rng"])
+            torch.set_rng_state(resume["torch_rng"])
+            perm, losses, first_epoch, first_start = resume["perm"], resume["losses"], resume["epoch"], resume["start"]
+        with tqdm(total=steps, initial=len(losses), disable=not progress or not ctx.is_main, desc="pplug",
+                  unit="step") as bar:
+            for epoch in range(first_epoch, tcfg.epochs):
                 emb.train()
-                rng.shuffle(data)
-                for start in range(0, len(data), tcfg.batch_size):
-                    batch = distributed.shard(data[start:start + tcfg.batch_size], ctx)   # this rank's slice
+                resuming = resume is not None and epoch == first_epoch     # perm and rng as saved mid-epoch
+                if not resuming:
+                    rng.shuffle(perm)
+                for start in range(first_start if resuming else 0, len(data), tcfg.batch_size):
+                    batch = distributed.shard([data[i] for i in perm[start:start + tcfg.batch_size]], ctx)
                     qs = [q for q, _ in batch]
                     tokens, weights = self.soft_tokens(spec, qs)
                     loss = prefix_loss(self.backbone, tokens, self.prompts(spec, qs), [g for _, g in batch])
@@ -214,6 +230,12 @@ class PPlugMethod(Method):
                                  "tokens": tokens.detach(), "weights": weights.detach()})
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                    if checkpoints is not None:
+                        checkpoints.save(len(losses), lambda: {
+                            "embedder": emb.state_dict(), "bridge": {n: p.detach().clone() for n, p in bridge.items()},
+                            "optimizer": opt.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                            "perm": list(perm), "losses": list(losses), "epoch": epoch,
+                            "start": start + tcfg.batch_size})
         emb.eval()
         return losses
 
@@ -302,7 +324,7 @@ def augment_deletions(examples: Sequence[tuple[Question, str]], copies: int, rng
 def train_pplug(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Question, str]],
                 cfg: PPlugConfig = PPlugConfig(), tcfg: PPlugTrainConfig = PPlugTrainConfig(),
                 history_encoder: SentenceEncoder | None = None, cache: VectorCache | None = None,
-                progress: bool = False, on_step: Callable[[dict], None] | None = None
+                progress: bool = False, on_step: Callable[[dict], None] | None = None, checkpoints=None
                 ) -> tuple[PPlugMethod, list[float], dict]:
     """A trained PPlug for one population; returns (method, losses, costs)."""
     encoder = history_encoder or SentenceEncoder.default()
@@ -314,7 +336,7 @@ def train_pplug(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Que
     method.encode_histories(spec, [q for q, _ in examples], progress=progress)
     encode_s = time.perf_counter() - t0
     encoded = method.cache.misses - items_before
-    losses = method.fit(spec, examples, tcfg, progress=progress, on_step=on_step)
+    losses = method.fit(spec, examples, tcfg, progress=progress, on_step=on_step, checkpoints=checkpoints)
     costs = {"items_encoded": encoded, "encode_seconds": encode_s,
              "items_per_second": encoded / encode_s if encoded and encode_s > 0 else 0.0,
              "cache_hit_rate": method.cache.hit_rate, "train_seconds": time.perf_counter() - start,

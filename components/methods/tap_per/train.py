@@ -16,6 +16,7 @@ from components.lamp.records import ProfileItem, Question, parse_date
 from components.lamp.tasks import TaskSpec
 from components.methods.tap_per.model import TapPerConfig, TapPerPrefix
 from components.methods.weak_labels import attention_label_loss, gold_output_mask
+from components.storage.checkpoints import Checkpoints
 
 log = logging.getLogger(__name__)
 MAX_TEXT_TOKENS = 128          # queries and records are truncated to 128 tokens (reference code)
@@ -145,10 +146,11 @@ def attach_bridge(backbone: Backbone, cfg: TapPerConfig) -> Backbone:
 def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tuple[Question, str]],
                      users: Sequence[str], cfg: TapPerConfig = TapPerConfig(),
                      tcfg: TapPerTrainConfig = TapPerTrainConfig(), progress: bool = False,
-                     prefix: TapPerPrefix | None = None):
+                     prefix: TapPerPrefix | None = None, checkpoints: Checkpoints | None = None):
     """Train P_u, the record prefix, the penalties and the bridge jointly on `examples`
     (question with its visible history, gold). `backbone` is taken over (the bridge LoRA is
-    injected into it). Returns (bridged backbone, prefix module, user index, losses)."""
+    injected into it). With `checkpoints`, a killed training resumes at the step it last
+    saved, to the same weights. Returns (bridged backbone, prefix module, user index, losses)."""
     from tqdm.auto import tqdm
 
     from components import distributed
@@ -169,14 +171,28 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
     opt = torch.optim.AdamW([{"params": shared, "weight_decay": 0.01},
                              {"params": [prefix.user_prefix.weight], "weight_decay": 0.0}], lr=tcfg.lr)
     rng = random.Random(tcfg.seed)
-    order = list(examples)
+    perm = list(range(len(examples)))
     bridged.model.train()
     losses = []
-    for _ in range(tcfg.epochs):
-        rng.shuffle(order)
-        for start in tqdm(range(0, len(order), tcfg.batch_size), disable=not progress or not ctx.is_main,
+    trainable = {n: p for n, p in bridged.model.named_parameters() if p.requires_grad}
+    resume = checkpoints.restore() if checkpoints is not None else None
+    first_epoch, first_start = 0, 0
+    if resume is not None:
+        prefix.load_state_dict(resume["prefix"])
+        with torch.no_grad():
+            for n, p in trainable.items():
+                p.copy_(resume["bridge"][n])
+        opt.load_state_dict(resume["optimizer"])
+        rng.setstate(resume["rng"])
+        torch.set_rng_state(resume["torch_rng"])
+        perm, losses, first_epoch, first_start = resume["perm"], resume["losses"], resume["epoch"], resume["start"]
+    for epoch in range(first_epoch, tcfg.epochs):
+        resuming = resume is not None and epoch == first_epoch     # perm and rng as saved mid-epoch
+        if not resuming:
+            rng.shuffle(perm)
+        for start in tqdm(range(first_start if resuming else 0, len(perm), tcfg.batch_size), disable=not progress or not ctx.is_main,
                           desc="tap-per"):
-            batch = distributed.shard(order[start:start + tcfg.batch_size], ctx)   # this rank's slice
+            batch = distributed.shard([examples[i] for i in perm[start:start + tcfg.batch_size]], ctx)
             qs = [q for q, _ in batch]
             feats = features(backbone, spec, qs, tcfg.max_records, cfg)
             rows = torch.tensor([index[q.user_key] for q in qs])
@@ -190,5 +206,10 @@ def train_population(backbone: Backbone, spec: TaskSpec, examples: Sequence[tupl
             distributed.reduce_gradients(shared + [prefix.user_prefix.weight], ctx)
             opt.step()
             losses.append(distributed.all_sum(float(loss.detach()), ctx) / ctx.world_size)
+            if checkpoints is not None:
+                checkpoints.save(len(losses), lambda: {
+                    "prefix": prefix.state_dict(), "bridge": {n: p.detach().clone() for n, p in trainable.items()},
+                    "optimizer": opt.state_dict(), "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                    "perm": list(perm), "losses": list(losses), "epoch": epoch, "start": start + tcfg.batch_size})
     bridged.model.eval()
     return bridged, prefix, index, losses
