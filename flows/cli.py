@@ -484,7 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _exit_on_sigterm(signum, _frame):
     """SIGTERM ends the command like Ctrl-C does: cleanups and exit handlers run (Prefect's
     ephemeral API server is stopped by one), where the default action would orphan it.
-    During a flow run, Prefect's own handler first marks the run, then passes it on here."""
+    Training loops in worker threads save their checkpoint and stop at their next step, so
+    the exit does not wait for them to finish. During a flow run, Prefect's own handler
+    first marks the run, then passes the signal on here."""
+    from components.stopping import request_stop
+
+    request_stop()
     raise SystemExit(128 + signum)
 
 

@@ -10,6 +10,7 @@ from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from components.config import load_profile
+from components.stopping import stop_if_requested, stopping_workers
 from flows.caching import code_version, input_cache_key
 
 
@@ -23,6 +24,7 @@ def evaluate_method(method: str, task_name: str, split: str, backbone_uri: str, 
     # reports and logs to that store, so a result from another checkout must not stand in for it
     from components.evaluation.run import EvalRequest, run_evaluation
 
+    stop_if_requested()                                    # queued behind a stopped evaluation
     profile = load_profile(profile_name, f"{repo}/params.yaml")
     req = EvalRequest(method=method, task=task_name, split=split, backbone_uri=backbone_uri,
                       batch_size=profile.evaluation.batch_size, num_beams=profile.evaluation.num_beams)
@@ -67,5 +69,6 @@ def evaluate(backbones: dict, repo: str = ".", profile_name: str | None = None) 
         [backbones[t]["model_uri"] for _, t in jobs], unmapped(repo), unmapped(profile.name),
         unmapped(version), unmapped(settings), unmapped(code),
         [serving_models(m, t, repo) for m, t in jobs], unmapped(tracking))
-    results = [f.result() for f in futures]
+    with stopping_workers():
+        results = [f.result() for f in futures]
     return {f"{r['task']}/{r['method']}": r for r in results}

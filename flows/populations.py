@@ -17,6 +17,7 @@ from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from components.config import load_profile
+from components.stopping import stop_if_requested, stopping_workers
 from flows.caching import code_version, input_cache_key
 
 METHODS = {"tap-per": ("tap_per", "components.methods.tap_per.population"),
@@ -31,6 +32,7 @@ def train_population_task(method: str, task_name: str, population: str, backbone
                           tracking: str) -> dict:
     import importlib
 
+    stop_if_requested()                                    # queued behind a stopped training
     profile = load_profile(profile_name, f"{repo}/params.yaml")
     module = importlib.import_module(METHODS[method][1])
     reg = module.train_and_register(task_name, population, profile, backbone_uri, repo)
@@ -52,7 +54,8 @@ def _train_populations(method: str, backbones: dict, repo: str, profile_name: st
         unmapped(repo), unmapped(profile.name), [population_fingerprint(t, p, repo) for t, p in jobs],
         unmapped(profile.section_hash(METHODS[method][0])), unmapped(code_version("components")),
         unmapped(configure(repo)))
-    return {f"{t}/{p}": f.result() for (t, p), f in zip(jobs, futures)}
+    with stopping_workers():                # SIGTERM reaches this thread: the trainings save and stop
+        return {f"{t}/{p}": f.result() for (t, p), f in zip(jobs, futures)}
 
 
 @task(retries=1, retry_delay_seconds=5)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-from pathlib import Path
 
 import torch
 
@@ -26,7 +25,7 @@ from components.backbone.model import Backbone
 from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
 from components.lamp.records import ProfileItem, Question
-from components.storage.checkpoints import save_checkpoint
+from components.storage.checkpoints import Checkpoints
 from components.lamp.tasks import TASKS, TaskSpec
 from components.retrieval.rankers import rank_bm25, rank_random, select_items
 
@@ -203,16 +202,16 @@ def _length_buckets(examples, tokens_per_microbatch: int):
 
 
 def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str],
-                            cfg: EmbeddedConfig, progress: bool = True, checkpoint: Path | None = None,
-                            checkpoint_every: int = 100) -> tuple[Backbone, dict]:
+                            cfg: EmbeddedConfig, progress: bool = True,
+                            checkpoints: Checkpoints | None = None) -> tuple[Backbone, dict]:
     """Build the tokenizer and model from scratch and train them on `questions` (train users).
 
     Under `torchrun` every rank builds the same batch, trains on its slice, and the gradients
     are summed across ranks: the update equals the single-process one (`components.distributed`).
 
-    With `checkpoint`, the whole training state (weights, optimizer, schedule, random
-    generators, step) is saved there every `checkpoint_every` steps, atomically; a run that
-    finds it resumes from that step and ends with the same weights as an uninterrupted run."""
+    With `checkpoints`, the whole training state (weights, optimizer, schedule, random
+    generators, step) is saved every few steps and on a stop request; a run that finds it
+    resumes from that step and ends with the same weights as an uninterrupted run."""
     from tqdm.auto import tqdm
 
     from components import distributed
@@ -240,15 +239,15 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     model.train()
     losses, tokens_seen, start, first = [], 0, time.perf_counter(), 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+    state = checkpoints.restore() if checkpoints is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         losses, tokens_seen, first = state["losses"], state["tokens_seen"], state["step"]
-        log.info("resuming %s backbone training at step %d/%d from %s", spec.name, first, total, checkpoint)
+        log.info("resuming %s backbone training at step %d/%d", spec.name, first, total)
     bar = tqdm(range(first, total), desc=f"backbone {spec.name}", disable=not progress or not ctx.is_main,
                mininterval=2, initial=first, total=total)
     for step in bar:
@@ -277,11 +276,11 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
         losses.append(distributed.all_sum(loss_value, ctx))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}", phase="lm" if lm else "task")
-        if checkpoint is not None and ctx.is_main and (step + 1) % checkpoint_every == 0 and step + 1 < total:
-            save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                          "scheduler": sched.state_dict(), "rng": rng.getstate(),
-                                          "torch_rng": torch.get_rng_state(), "losses": losses,
-                                          "tokens_seen": tokens_seen, "step": step + 1})
+        if checkpoints is not None and step + 1 < total:
+            checkpoints.save(step + 1, lambda: {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": rng.getstate(), "torch_rng": torch.get_rng_state(), "losses": losses,
+                "tokens_seen": tokens_seen, "step": step + 1})
     model.eval()
     seconds = time.perf_counter() - start
     stats = {"history_examples": len(from_history), "train_seconds": seconds, "tokens_per_second": tokens_seen / seconds, "steps": total,

@@ -11,7 +11,8 @@ from components.config import Profile
 from components.lamp.io import read_golds, read_questions
 from components.lamp.splits import split_files
 from components.lamp.tasks import get_task
-from components.storage.state import make_temporary, state_dir
+from components.storage.checkpoints import Checkpoints, checkpoint_path
+from components.storage.state import make_temporary
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         if settings.source == "embedded":
             qfile, ofile = split_files(spec.name, settings.train_split, Path(repo) / "data")
             golds = read_golds(ofile, spec)
-            checkpoint = checkpoint_path(repo, spec.name, settings.embedded.model_dump(), qfile, ofile)
+            checkpoints = Checkpoints(checkpoint_path(repo, f"backbone-{spec.name}",
+                                                      json.dumps(settings.embedded.model_dump(), sort_keys=True),
+                                                      qfile.read_bytes(), ofile.read_bytes()),
+                                      settings.checkpoint_every, ctx.is_main)
             backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), golds,
-                                                      settings.embedded.to_config(), progress, checkpoint,
-                                                      settings.checkpoint_every)
+                                                      settings.embedded.to_config(), progress, checkpoints)
             curve = stats.pop("loss_curve")
             (work / "loss_curve.json").write_text(json.dumps(curve))
             params = {**stats.pop("config"), "train_split": settings.train_split}
@@ -64,21 +67,10 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         shutil.move(str(model_dir), cache / "artifacts" / "backbone")
         log.info("registered %s (run %s); weights in %s", reg["model_uri"], reg["run_id"], cache)
         if settings.source == "embedded":
-            checkpoint.unlink(missing_ok=True)           # registered: nothing left to resume
+            checkpoints.clear()                          # registered: nothing left to resume
         return {**reg, "metrics": metrics, "rank": 0, "checksum": checksum(backbone.model)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def checkpoint_path(repo: str | Path, task: str, settings: dict, *files: Path) -> Path:
-    """Where a training of these settings on these files keeps its checkpoint: a retry of the
-    same training resumes from it; any change of settings or data starts afresh."""
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for f in files:
-        digest.update(Path(f).read_bytes())
-    return state_dir(repo) / "checkpoints" / f"backbone-{task}-{digest.hexdigest()[:16]}.pt"
 
 
 def checksum(model) -> float:

@@ -15,6 +15,7 @@ from components.lamp.metrics import score_outputs
 from components.lamp.records import Output, Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
+from components.stopping import stop_if_requested
 
 
 class EmptySplitError(ValueError):
@@ -72,6 +73,7 @@ def evaluate(method: Method, backbone: Backbone, spec: TaskSpec, questions: Sequ
         batch = questions[i:i + batch_size]
         preds.extend(method.predict(backbone, spec, batch))
         bar.update(len(batch))
+        stop_if_requested()
     bar.close()
     wall = time.perf_counter() - start
     if out_file is not None:

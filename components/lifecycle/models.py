@@ -53,13 +53,12 @@ def derive_version(kind: str, name: str, change: Callable[[Path], object], note:
         if not result:
             return None
         task, population = name.removeprefix(f"{kind}-").rsplit("-", 1)      # <kind>-<task>-<population>
+        promotion_tags = {k: source.tags[k] for k in ("task", "validation_metrics", "validation_split")
+                          if k in source.tags}                           # what promotion reads
         reg = register_population_model(kind, task, population, lambda d: shutil.copytree(directory, d),
                                         source.tags["backbone"], {"derived_from": base, "change": note}, {}, [],
-                                        source.tags.get("params_hash", ""), repo)
-        for key in ("task", "validation_metrics", "validation_split"):      # what promotion reads
-            if key in source.tags:
-                client.set_model_version_tag(name, reg["version"], key, source.tags[key])
-        client.set_model_version_tag(name, reg["version"], "derived_from", base)
+                                        source.tags.get("params_hash", ""), repo,
+                                        version_tags={**promotion_tags, "derived_from": base})
         install(name, reg["version"], f"promoted: {note} (derived from version {base}; other users unchanged)")
         log.info("%s: version %s (%s) is the champion", name, reg["version"], note)
         return {**reg, "derived_from": base, "result": result}

@@ -54,8 +54,10 @@ def population_examples(task: str, members: list[str], repo: str | Path = ".", m
 
 def register_population_model(kind: str, task: str, population: str, save: Callable[[Path], object],
                               backbone_uri: str, params: dict, metrics: dict,
-                              losses: list[float], params_hash: str, repo: str | Path = ".") -> dict:
-    """Save the population model with `save(dir)`, log and register it, tag the version."""
+                              losses: list[float], params_hash: str, repo: str | Path = ".",
+                              version_tags: dict[str, str] | None = None) -> dict:
+    """Save the population model with `save(dir)`, log and register it, tag the version (the
+    standard tags and `version_tags`) before it counts as complete."""
     import mlflow
 
     from components.tracking import mlflow_tracking, registry
@@ -85,7 +87,7 @@ def register_population_model(kind: str, task: str, population: str, save: Calla
                 model_config={"backbone_uri": backbone_uri, "task": spec.name, "kind": kind})
             version = str(info.registered_model_version)
             client = mlflow.MlflowClient()
-            for key, value in tags.items():
+            for key, value in {**tags, **(version_tags or {})}.items():
                 client.set_model_version_tag(name, version, key, value)
             registry.mark_challenger(name, version)
             registry.complete(name, version)

@@ -3,6 +3,9 @@ position) saved atomically every few steps under the state directory. A retry of
 training (same settings, data and backbone: the same path) resumes where the killed one
 stopped and ends with the same weights as an uninterrupted run; a finished training
 removes its checkpoint.
+
+On a stop request (`components/stopping.py`) the training saves its checkpoint at its next
+step and stops.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+
+from components.stopping import stop_if_requested, stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,10 @@ class Checkpoints:
         return torch.load(self.path, weights_only=False)
 
     def save(self, step: int, state: Callable[[], dict]) -> None:
-        if self.path is not None and self.is_main and step % self.every == 0:
+        """After step `step`: saves when due or when a stop was requested, then stops if asked."""
+        if self.path is not None and self.is_main and (step % self.every == 0 or stop_requested()):
             save_checkpoint(self.path, state())
+        stop_if_requested()
 
     def clear(self) -> None:
         if self.path is not None and self.is_main:

@@ -1,12 +1,16 @@
 """A population training killed with SIGKILL (no cleanup runs) during training, between
 registering a version and marking it, or half-way through a promotion: the next run
-completes (resuming a killed training from its checkpoint), and the registry holds no version without its tags and alias, no pending
-registration and no temporaries of the dead process."""
+completes (resuming a killed training from its checkpoint), and the registry holds no
+version without its tags and alias, no pending registration and no temporaries of the dead
+process. A SIGTERM stops a training at its next step and leaves no process behind."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,3 +117,57 @@ def test_killed_population_training_leaves_no_debris(tmp_path, synth_root, prefe
             assert history[-1] == str(model.aliases[registry.CHAMPION]), (point, model.name, history)
             for v in client.search_model_versions(f"name='{model.name}'"):
                 assert v.tags.get(registry.COMPLETE) and v.tags.get("kind") == "tap-per", (point, model.name, v.version)
+
+
+def _process_group(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group, from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_sigterm_stops_a_training_at_its_next_step(tmp_path, synth_root, monkeypatch):
+    """`persona train tap-per` on SIGTERM: the running training saves its checkpoint and stops
+    (nothing is registered, where finishing would register every population), the queued ones
+    never start, and the command's ephemeral Prefect server goes with it."""
+    import mlflow
+
+    from components.backbone.train import train_and_register
+    from components.config import load_profile
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    repo = tiny_repo(tmp_path, synth_root)
+    _set_lr(repo, 1e-3)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["profiles"]["demo"]["tap_per"].update({"epochs": 200, "max_examples": 400})  # minutes to finish
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    train_and_register("LaMP-2", load_profile("demo", repo / "params.yaml"), repo, progress=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PERSONA_"))}
+    env.update(PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=uri)         # its own Prefect server and state
+    log = tmp_path / "train.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "train", "tap-per"], cwd=repo, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    checkpoints = repo / ".state" / "checkpoints"
+    try:
+        while not list(checkpoints.glob("tap-per-*.pt")):           # a training is under way
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert len(_process_group(proc.pid)) > 1                     # the command and its Prefect server
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not _process_group(proc.pid), log.read_text()[-3000:]     # no orphaned server
+    assert "save a checkpoint and end at their next step" in log.read_text()
+    assert len(list(checkpoints.glob("tap-per-*.pt"))) == 1          # the stopped one; the others never began
+    assert not mlflow.MlflowClient().search_model_versions("name LIKE 'tap-per-%'")
+    assert not list((repo / ".state" / "tmp").glob("*"))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from components.backbone.model import Backbone, answer_loss
+from components.stopping import stop_if_requested
 
 if TYPE_CHECKING:
     from components.config import AttnGSSettings
@@ -48,6 +49,7 @@ def _optimise(opt, params, loss: torch.Tensor, losses: list[float], bar, step: i
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     losses.append(float(loss.detach()))
+    stop_if_requested()
     if step % 20 == 0:
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
 

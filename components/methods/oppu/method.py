@@ -19,6 +19,7 @@ from components.backbone.model import Backbone, answer_loss
 from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
+from components.stopping import stop_if_requested
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class OppuMethod(Method):
                 loss.backward()
                 opt.step()
                 loss_value = float(loss.detach())
+                stop_if_requested()
         self.backbone.model.eval()
         self.adapters[user_id] = {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.backbone.model).items()}
         return loss_value

@@ -21,6 +21,7 @@ from components.lamp.tasks import TaskSpec
 from components.methods.base import Method, Prediction
 from components.methods.tap_per.model import STANDARDISATION_BUFFERS, TapPerConfig, TapPerPrefix
 from components.methods.tap_per.train import features
+from components.stopping import stop_if_requested
 from components.storage.files import write_json_atomic
 
 
@@ -158,6 +159,7 @@ def fit_user(method: TapPerMethod, spec: TaskSpec, user_id: str, examples: Seque
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
+                stop_if_requested()
     finally:
         for p, flag in zip(frozen, flags):
             p.requires_grad_(flag)
