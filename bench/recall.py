@@ -10,7 +10,8 @@ steps exact recall instead (one theme word per item and query): the easy version
 attention models are known to learn (multi-query associative recall, Zoology).
 
 Prints held-out recall (1,000 fresh prompts; with `--exact`, exact recall too) every
-`--every` steps, as JSON lines.
+`--every` steps, as JSON lines. `--probe` measures instead whether the untrained model's
+attention already favours the matching item (a signal training could start from).
 
     python bench/recall.py --arch llama --layers 2 --steps 2000
     python bench/recall.py --arch t5 --order label-first --queries 4 --exact 0.2
@@ -101,6 +102,10 @@ def build_model(args, vocab_size: int, tokenizer=None):
         model.config.decoder_start_token_id = tokenizer.cls_token_id
         model.config.pad_token_id = tokenizer.pad_token_id
         return model
+    if args.arch == "minilm-causal":           # the packaged MiniLM's layers under a causal mask
+        from transformers import BertLMHeadModel
+
+        return BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=args.layers)
     if args.arch == "llama":
         return LlamaForCausalLM(LlamaConfig(
             vocab_size=vocab_size, hidden_size=args.d, num_hidden_layers=args.layers, num_attention_heads=args.heads,
@@ -110,6 +115,23 @@ def build_model(args, vocab_size: int, tokenizer=None):
         vocab_size=vocab_size, d_model=args.d, d_kv=args.d // args.heads, d_ff=4 * args.d, num_layers=args.layers,
         num_decoder_layers=args.decoder_layers or args.layers, num_heads=args.heads, dropout_rate=0.0,
         pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, feed_forward_proj="gated-gelu"))
+
+
+def shrink_vocabulary(model, prompts: "Prompts") -> None:
+    """Keep only the WordPiece rows the prompts use (a few hundred of MiniLM's 30,522): the
+    output layer over the full vocabulary would cost most of a step."""
+    used = sorted({t for w in prompts.vocab for t in prompts.ids(w)})
+    index = {t: i for i, t in enumerate(used)}
+    ids, sep = prompts.ids, prompts.sep
+    prompts.ids = lambda w: [index[t] for t in ids(w)]
+    prompts.sep = index[sep]
+    rows = model.get_input_embeddings().weight.detach()[used].clone()
+    model.set_input_embeddings(torch.nn.Embedding.from_pretrained(rows, freeze=False))
+    head = model.get_output_embeddings()
+    head.weight = model.get_input_embeddings().weight
+    head.bias = torch.nn.Parameter(head.bias.detach()[used].clone())
+    head.out_features = len(used)
+    model.config.vocab_size = len(used)
 
 
 def minilm_embeddings(vocab: list[str], d: int, std: float = 0.02) -> torch.Tensor:
@@ -206,6 +228,26 @@ def attention_loss(out, attend, arch: str) -> torch.Tensor:
     return -torch.log(mass + 1e-6).mean()
 
 
+def probe_attention(model, prompts: "Prompts", rng: random.Random, n: int = 200) -> list[dict]:
+    """Before any training: per layer, the attention mass that the position writing the
+    answer puts on the answer's item, over the item's share of the context (1 = uniform),
+    for the best head and the mean head. Above 1 is a matching signal to start from."""
+    ratios = None
+    model.eval()
+    with torch.no_grad():
+        for _ in range(n):
+            context, asked = prompts.example(rng, False, 1)
+            q, _, (start, end) = asked[0]
+            out = model(input_ids=torch.tensor([context + q]), output_attentions=True)
+            att = torch.stack([a[0, :, -1, :len(context)] for a in out.attentions])    # layers x heads x context
+            share = (end - start) / len(context)
+            r = att[:, :, start:end].sum(-1) / att.sum(-1) / share
+            ratios = r if ratios is None else ratios + r
+    ratios /= n
+    return [{"layer": i, "best_head": round(float(r.max()), 2), "mean_head": round(float(r.mean()), 2)}
+            for i, r in enumerate(ratios)]
+
+
 def accuracy(model, data, arch: str, sep: int) -> float:
     right = total = 0
     model.eval()
@@ -226,9 +268,10 @@ def accuracy(model, data, arch: str, sep: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arch", default="llama", choices=["llama", "t5", "minilm"],
-                    help="decoder-only, encoder-decoder, or an encoder-decoder warm-started from the packaged "
-                         "all-MiniLM-L6-v2 (its first --layers layers in both; --d and --heads are its own)")
+    ap.add_argument("--arch", default="llama", choices=["llama", "t5", "minilm", "minilm-causal"],
+                    help="decoder-only, encoder-decoder, an encoder-decoder warm-started from the packaged "
+                         "all-MiniLM-L6-v2 (its first --layers layers in both; --d and --heads are its own), "
+                         "or a decoder-only model made of MiniLM's first --layers layers under a causal mask")
     ap.add_argument("--layers", type=int, default=2, help="layers (the encoder's, for t5 and minilm; default 2)")
     ap.add_argument("--decoder-layers", type=int, default=0, help="t5, minilm: decoder layers (default: --layers)")
     ap.add_argument("--freeze-encoder", action="store_true", help="minilm: train the decoder only")
@@ -255,25 +298,34 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--every", type=int, default=250, help="evaluate every N steps")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX; fp32 otherwise)")
+    ap.add_argument("--probe", action="store_true",
+                    help="only measure, before training, how much each layer's attention favours the answer's item")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     tokenizer = None
-    if args.arch == "minilm":
+    if args.arch.startswith("minilm"):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     prompts = Prompts(args, tokenizer)
     model = build_model(args, len(prompts.vocab), tokenizer)
-    if args.embeddings == "minilm" and args.arch != "minilm":
+    if args.arch == "minilm-causal":
+        shrink_vocabulary(model, prompts)
+    if args.embeddings == "minilm" and not args.arch.startswith("minilm"):
         with torch.no_grad():
             model.get_input_embeddings().weight.copy_(minilm_embeddings(prompts.vocab, args.d))
-    if args.attention_loss:
+    if args.attention_loss or args.probe:
         model.set_attn_implementation("eager")              # attention probabilities as outputs
+    if args.probe:
+        for row in probe_attention(model, prompts, random.Random(args.seed)):
+            print(json.dumps(row))
+        return
     if args.freeze_encoder:
         model.get_encoder().requires_grad_(False)
-    arch = "llama" if args.arch == "llama" else "seq2seq"
+    arch = "llama" if args.arch in ("llama", "minilm-causal") else "seq2seq"
     held = random.Random(10**6 + args.seed)
     test = [batch([prompts.example(held, False, 1) for _ in range(100)], arch, prompts.sep) for _ in range(10)]
     test_exact = [batch([prompts.example(held, True, 1) for _ in range(100)], arch, prompts.sep)
@@ -287,7 +339,8 @@ def main() -> None:
         exact = step < args.exact * args.steps
         examples = [prompts.example(rng, exact, args.queries) for _ in range(args.batch)]
         inputs, attend = batch(examples, arch, prompts.sep)
-        out = model(**inputs, output_attentions=bool(args.attention_loss))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            out = model(**inputs, output_attentions=bool(args.attention_loss))
         loss = out.loss
         if args.attention_loss:
             loss = loss + args.attention_loss * attention_loss(out, attend, arch)
