@@ -298,7 +298,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--every", type=int, default=250, help="evaluate every N steps")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX; fp32 otherwise)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast of the forward pass (default fp32; measure it first: on a 2-core AMX "
+                         "CPU it was slower than fp32 for MiniLM-sized steps)")
     ap.add_argument("--probe", action="store_true",
                     help="only measure, before training, how much each layer's attention favours the answer's item")
     args = ap.parse_args()

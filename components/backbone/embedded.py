@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-
 import torch
 
 from components.backbone.checks import check_answer_budget
@@ -25,9 +24,9 @@ from components.backbone.model import Backbone
 from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
 from components.lamp.records import ProfileItem, Question
-from components.storage.checkpoints import Checkpoints
 from components.lamp.tasks import TASKS, TaskSpec
 from components.retrieval.rankers import rank_bm25, rank_random, select_items
+from components.storage.checkpoints import Checkpoints
 
 log = logging.getLogger(__name__)
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]

@@ -163,7 +163,7 @@ def _id_field(path, record: dict, name: str, rid: str | None, field: str | None 
 
 def _check_date(path, value: str | None, rid: str | None, field: str) -> str | None:
     """Dates stay free-form strings (LaMP's files differ), but one that starts as a calendar
-    day (YYYY-MM-DD) must be a real day: 2016-02-31 is refused."""
+    day (YYYY-MM-DD) must be a real day: a 31st of February is refused."""
     if value is None:
         return None
     day = _ISO_DAY.match(value)
