@@ -108,8 +108,9 @@ class EmbeddedSettings(_Strict):
 class ReaderSettings(_Strict):
     path: str = Field(".state/reader", description="where `python -m components.backbone.reader` writes it")
     layers: int = Field(3, ge=1, le=6, description="MiniLM's first layers kept")
-    exact_steps: int = Field(80, ge=0, description="exact recall steps (the copy circuit)")
-    fuzzy_steps: int = Field(160, ge=0, description="fuzzy recall steps (matching by theme)")
+    orders: tuple[Literal["label-first", "label-last"], ...] = ("label-first", "label-last")
+    exact_steps: tuple[int, ...] = Field((80, 200), description="per order: exact recall steps (the copy circuit)")
+    fuzzy_steps: tuple[int, ...] = Field((160, 200), description="per order: fuzzy recall steps (matching by theme)")
     batch_size: int = Field(64, ge=1)
     items: int = Field(8, ge=2)
     queries: int = Field(8, ge=1)
@@ -124,6 +125,9 @@ class ReaderSettings(_Strict):
     def _enough_labels(self):
         if self.labels < self.items:
             raise ValueError(f"labels ({self.labels}) must be at least items ({self.items}): each item gets its own")
+        if not len(self.orders) == len(self.exact_steps) == len(self.fuzzy_steps):
+            raise ValueError(f"orders, exact_steps and fuzzy_steps need one entry per stage, got {len(self.orders)}, "
+                             f"{len(self.exact_steps)} and {len(self.fuzzy_steps)}")
         return self
 
     def to_config(self):

@@ -45,8 +45,9 @@ class ReaderConfig:
 
     path: str = ".state/reader"       # where it is written and read
     layers: int = 3                   # MiniLM's first layers kept
-    exact_steps: int = 80             # exact recall: forms the copy circuit
-    fuzzy_steps: int = 160            # fuzzy recall: matching a query to an item by theme
+    orders: tuple[str, ...] = ("label-first", "label-last")   # one stage per item layout, in turn
+    exact_steps: tuple[int, ...] = (80, 200)    # per stage: exact recall, which forms the copy circuit,
+    fuzzy_steps: tuple[int, ...] = (160, 200)   # then fuzzy recall: matching a query to an item by theme
     batch_size: int = 64
     items: int = 8                    # items (key, label) per prompt
     queries: int = 8                  # questions per prompt (each answer is a training signal)
@@ -149,7 +150,10 @@ def build_reader(layers: int, seed: int = 0):
 
 class RecallPrompts:
     """Multi-query associative recall in the reader's tokens: `items` pairs written
-    `label key`, then `queries` questions `key label`, separated by ';'. Exact: the key is
+    `label key` (order label-first, as LaMP-3's and LaMP-5's items) or `key label`
+    (label-last, as LaMP-2's), then `queries` questions `key label`, separated by ';'. Under
+    a causal mask the two need different circuits: label-first, the key's words see their
+    label; label-last, the label must gather its key. Exact: the key is
     a theme's first word and the query the same word. Fuzzy: the key is a text of
     `words` words with `theme_words` of one theme among fillers, the query another such
     text on the same theme. Labels are drawn afresh per prompt."""
@@ -173,14 +177,16 @@ class RecallPrompts:
         rng.shuffle(words)
         return words
 
-    def example(self, rng: random.Random, exact: bool, queries: int) -> tuple[list[int], list[int]]:
+    def example(self, rng: random.Random, exact: bool, queries: int,
+                order: str = "label-first") -> tuple[list[int], list[int]]:
         """(token ids, labels): the loss sits on the answers only."""
         tokens = lambda ws: [t for w in ws for t in self.id[w]]  # noqa: E731
         themes = rng.sample(range(len(self.themes)), self.cfg.items)
         labels = rng.sample(self.labels, self.cfg.items)
         ids = [self.bos]
         for theme, label in zip(themes, labels):
-            ids += tokens([label] + self._text(theme, rng, exact))
+            text = self._text(theme, rng, exact)
+            ids += tokens([label] + text if order == "label-first" else text + [label])
         targets = [-100] * len(ids)
         for _ in range(queries):
             j = rng.randrange(self.cfg.items)
@@ -217,8 +223,9 @@ def recall_accuracy(model, batches: list[dict[str, torch.Tensor]]) -> float:
 
 
 def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, object, dict]:
-    """Build the reader and train it on exact, then fuzzy recall: (model, tokenizer, card),
-    the card holding the settings, the loss curve and held-out recall (1,000 prompts each,
+    """Build the reader and train it, one stage per item order, on exact then fuzzy recall
+    (each stage with its own warm-up and cosine schedule): (model, tokenizer, card), the card
+    holding the settings, the loss curve and held-out recall per order (1,000 prompts each,
     chance 1/items)."""
     from tqdm.auto import tqdm
 
@@ -228,33 +235,39 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, o
     prompts = RecallPrompts(cfg, tokenizer)
     rng, held = random.Random(cfg.seed), random.Random(10**6 + cfg.seed)
     pad = tokenizer.pad_token_id
-    test = {kind: [_batch([prompts.example(held, kind == "exact", 1) for _ in range(100)], pad) for _ in range(10)]
-            for kind in ("exact", "fuzzy")}
-    total = cfg.exact_steps + cfg.fuzzy_steps
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
-                                              * 0.5 * (1 + math.cos(math.pi * s / total)))
+    test = {(order, kind): [_batch([prompts.example(held, kind == "exact", 1, order) for _ in range(100)], pad)
+                            for _ in range(10)]
+            for order in cfg.orders for kind in ("exact", "fuzzy")}
     model.train()
     losses, start = [], time.perf_counter()
-    bar = tqdm(range(total), desc="reader", disable=not progress, mininterval=2)
-    for step in bar:
-        stop_if_requested()
-        exact = step < cfg.exact_steps
-        batch = _batch([prompts.example(rng, exact, cfg.queries) for _ in range(cfg.batch_size)], pad)
-        loss = model(**batch).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", phase="exact" if exact else "fuzzy")
-    recall = {kind: recall_accuracy(model, batches) for kind, batches in test.items()}
+    bar = tqdm(total=sum(cfg.exact_steps) + sum(cfg.fuzzy_steps), desc="reader", disable=not progress, mininterval=2)
+    for order, n_exact, n_fuzzy in zip(cfg.orders, cfg.exact_steps, cfg.fuzzy_steps):
+        total = n_exact + n_fuzzy
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, total=total: min(1.0, (s + 1) / cfg.warmup_steps)
+                                                  * 0.5 * (1 + math.cos(math.pi * s / total)))
+        for step in range(total):
+            stop_if_requested()
+            exact = step < n_exact
+            batch = _batch([prompts.example(rng, exact, cfg.queries, order) for _ in range(cfg.batch_size)], pad)
+            loss = model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", stage=f"{order} {'exact' if exact else 'fuzzy'}")
+    bar.close()
+    recall: dict[str, dict[str, float]] = {}
+    for (order, kind), batches in test.items():
+        recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
     card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
             "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses}
-    log.info("reader: exact recall %.3f, fuzzy recall %.3f (chance %.3f) after %d steps, %.0f s",
-             recall["exact"], recall["fuzzy"], 1 / cfg.items, total, card["train_seconds"])
+    log.info("reader: held-out recall %s (chance %.3f) after %d steps, %.0f s",
+             json.dumps(recall), 1 / cfg.items, len(losses), card["train_seconds"])
     model.eval()
     return model, tokenizer, card
 

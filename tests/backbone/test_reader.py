@@ -1,6 +1,7 @@
 """The reader: MiniLM's layers as a causal LM over a cut vocabulary, trained on recall."""
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,9 +68,30 @@ def test_recall_prompts_answer_with_the_label_of_the_item_on_the_query_theme(rea
 
 
 def test_pretraining_runs_both_phases_and_reports_held_out_recall():
-    cfg = ReaderConfig(layers=1, exact_steps=2, fuzzy_steps=2, batch_size=4, items=4, queries=2, labels=4,
+    cfg = ReaderConfig(layers=1, exact_steps=(2, 1), fuzzy_steps=(2, 1), batch_size=4, items=4, queries=2, labels=4,
                        warmup_steps=1)
     model, tokenizer, card = pretrain_reader(cfg, progress=False)
-    assert len(card["loss_curve"]) == 4 and all(loss > 0 for loss in card["loss_curve"])
-    assert set(card["held_out_recall"]) == {"exact", "fuzzy"} and card["chance"] == 0.25
-    assert card["config"]["exact_steps"] == 2 and not model.training
+    assert len(card["loss_curve"]) == 6 and all(loss > 0 for loss in card["loss_curve"])
+    assert card["held_out_recall"].keys() == {"label-first", "label-last"} and card["chance"] == 0.25
+    assert all(r.keys() == {"exact", "fuzzy"} for r in card["held_out_recall"].values())
+    assert card["config"]["exact_steps"] == (2, 1) and not model.training
+
+
+def test_label_last_prompts_put_the_label_after_its_key(reader):
+    _, tokenizer = reader
+    prompts = RecallPrompts(ReaderConfig(items=3, queries=1, labels=3), tokenizer)
+    ids, _ = prompts.example(random.Random(1), exact=True, queries=1, order="label-last")
+    words = tokenizer.convert_ids_to_tokens(ids)
+    assert [w in prompts.labels for w in words[1:7]] == [False, True] * 3      # `key label` x 3
+
+
+def test_stages_must_line_up(tmp_path):
+    import yaml
+
+    from components.config import load_profile
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    params["profiles"]["demo"]["backbone"]["reader"]["exact_steps"] = [80]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match="one entry per stage"):
+        load_profile("demo", tmp_path / "params.yaml")
