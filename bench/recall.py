@@ -72,13 +72,14 @@ class Prompts:
         themes, labels = rng.sample(range(len(THEMES)), k), rng.sample(self.labels, k)
         tokens = lambda words: [t for w in words for t in self.ids(w)]  # noqa: E731
         context, spans = tokens(["<bos>"]), []
+        order = self.args.order if self.args.order != "mixed" else rng.choice(["label-first", "label-last"])
         for theme, label in zip(themes, labels):
             if self.args.compact:                       # MQAR's layout: the text, then its label
                 text = self.text(theme, rng, exact)
-                item = tokens([label] + text if self.args.order == "label-first" else text + [label])
+                item = tokens([label] + text if order == "label-first" else text + [label])
             else:
                 body = TEMPLATE + ['"'] + self.text(theme, rng, exact) + ['"']
-                item = tokens(['"', label, '"', "is"] + body if self.args.order == "label-first"
+                item = tokens(['"', label, '"', "is"] + body if order == "label-first"
                               else body + ["is", '"', label, '"'])
             spans.append((len(context), len(context) + len(item)))
             context += item
@@ -255,8 +256,8 @@ def main() -> None:
                          "projected to --d)")
     ap.add_argument("--d", type=int, default=128, help="hidden size (default 128)")
     ap.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    ap.add_argument("--order", default="label-last", choices=["label-last", "label-first"],
-                    help="LaMP-2's item (label last) or LaMP-3's (label first)")
+    ap.add_argument("--order", default="label-last", choices=["label-last", "label-first", "mixed"],
+                    help="LaMP-2's item (label last), LaMP-3's (label first), or either, drawn per prompt")
     ap.add_argument("--compact", action="store_true",
                     help="items as MQAR writes them (text, label; with --order label-first: label, text) and "
                          "queries without template words")

@@ -36,6 +36,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ORDERS = ("label-first", "label-last")
 PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 
@@ -43,11 +44,11 @@ PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 class ReaderConfig:
     """The `backbone.reader` section of params.yaml: how the shipped reader was built."""
 
-    path: str = ".state/reader"       # where it is written and read
+    path: str = ".state/reader"       # where it is written and read (relative: to the repository root)
     layers: int = 3                   # MiniLM's first layers kept
-    orders: tuple[str, ...] = ("label-first", "label-last")   # one stage per item layout, in turn
-    exact_steps: tuple[int, ...] = (80, 200)    # per stage: exact recall, which forms the copy circuit,
-    fuzzy_steps: tuple[int, ...] = (160, 200)   # then fuzzy recall: matching a query to an item by theme
+    orders: tuple[str, ...] = ("label-first", "label-last", "mixed")   # one stage per item layout, in turn
+    exact_steps: tuple[int, ...] = (80, 200, 0)     # per stage: exact recall, which forms the copy circuit,
+    fuzzy_steps: tuple[int, ...] = (160, 200, 150)  # then fuzzy recall: matching a query to an item by theme
     batch_size: int = 64
     items: int = 8                    # items (key, label) per prompt
     queries: int = 8                  # questions per prompt (each answer is a training signal)
@@ -58,8 +59,9 @@ class ReaderConfig:
     warmup_steps: int = 50
     seed: int = 0
 
-    def directory(self) -> Path:
-        return Path(self.path).expanduser()
+    def directory(self, root: str | Path = ".") -> Path:
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else Path(root) / path
 
 
 def minilm_path() -> str:
@@ -153,7 +155,8 @@ class RecallPrompts:
     `label key` (order label-first, as LaMP-3's and LaMP-5's items) or `key label`
     (label-last, as LaMP-2's), then `queries` questions `key label`, separated by ';'. Under
     a causal mask the two need different circuits: label-first, the key's words see their
-    label; label-last, the label must gather its key. Exact: the key is
+    label; label-last, the label must gather its key. `mixed` draws one of the two per
+    prompt (a stage on one order alone unlearns the other). Exact: the key is
     a theme's first word and the query the same word. Fuzzy: the key is a text of
     `words` words with `theme_words` of one theme among fillers, the query another such
     text on the same theme. Labels are drawn afresh per prompt."""
@@ -184,6 +187,8 @@ class RecallPrompts:
         themes = rng.sample(range(len(self.themes)), self.cfg.items)
         labels = rng.sample(self.labels, self.cfg.items)
         ids = [self.bos]
+        if order == "mixed":
+            order = rng.choice(ORDERS)
         for theme, label in zip(themes, labels):
             text = self._text(theme, rng, exact)
             ids += tokens([label] + text if order == "label-first" else text + [label])
@@ -237,7 +242,7 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, o
     pad = tokenizer.pad_token_id
     test = {(order, kind): [_batch([prompts.example(held, kind == "exact", 1, order) for _ in range(100)], pad)
                             for _ in range(10)]
-            for order in cfg.orders for kind in ("exact", "fuzzy")}
+            for order in ORDERS for kind in ("exact", "fuzzy")}
     model.train()
     losses, start = [], time.perf_counter()
     bar = tqdm(total=sum(cfg.exact_steps) + sum(cfg.fuzzy_steps), desc="reader", disable=not progress, mininterval=2)
@@ -283,11 +288,11 @@ def save_reader(model, tokenizer, card: dict, out: Path) -> Path:
     return out
 
 
-def load_reader(cfg: ReaderConfig, seed: int = 0):
-    """(model in fp32, tokenizer) of the reader at `cfg.path`."""
+def load_reader(cfg: ReaderConfig, seed: int = 0, root: str | Path = "."):
+    """(model in fp32, tokenizer) of the reader at `cfg.path` (relative: to `root`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where = cfg.directory()
+    where = cfg.directory(root)
     if not (where / "config.json").exists():
         raise FileNotFoundError(f"no reader at {where}: build it with `python -m components.backbone.reader`")
     torch.manual_seed(seed)
@@ -312,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_profile(args.profile, Path(args.repo) / "params.yaml").backbone.reader.to_config()
     model, tokenizer, card = pretrain_reader(cfg)
-    out = save_reader(model, tokenizer, card, Path(args.out) if args.out else cfg.directory())
+    out = save_reader(model, tokenizer, card, Path(args.out) if args.out else cfg.directory(args.repo))
     print(json.dumps({"written": str(out), "held_out_recall": card["held_out_recall"], "chance": card["chance"]}))
     return 0
 
