@@ -108,10 +108,9 @@ class EmbeddedSettings(_Strict):
 class ReaderSettings(_Strict):
     path: str = Field(".state/reader", description="where `python -m components.backbone.reader` writes it")
     layers: int = Field(3, ge=1, le=6, description="MiniLM's first layers kept")
-    orders: tuple[Literal["label-first", "label-last", "mixed"], ...] = ("label-first", "label-last", "mixed")
-    exact_steps: tuple[int, ...] = Field((80, 200, 0), description="per stage: exact recall steps (the copy circuit)")
-    fuzzy_steps: tuple[int, ...] = Field((160, 200, 150), description="per stage: fuzzy recall steps (matching "
-                                                                      "by theme)")
+    orders: tuple[Literal["label-first", "label-last", "mixed"], ...] = ("label-first", "mixed")
+    exact_steps: tuple[int, ...] = Field((80, 200), description="per stage: exact recall steps (the copy circuit)")
+    fuzzy_steps: tuple[int, ...] = Field((160, 200), description="per stage: fuzzy recall steps (matching by theme)")
     batch_size: int = Field(64, ge=1)
     items: int = Field(8, ge=2)
     queries: int = Field(8, ge=1)

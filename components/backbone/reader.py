@@ -46,9 +46,9 @@ class ReaderConfig:
 
     path: str = ".state/reader"       # where it is written and read (relative: to the repository root)
     layers: int = 3                   # MiniLM's first layers kept
-    orders: tuple[str, ...] = ("label-first", "label-last", "mixed")   # one stage per item layout, in turn
-    exact_steps: tuple[int, ...] = (80, 200, 0)     # per stage: exact recall, which forms the copy circuit,
-    fuzzy_steps: tuple[int, ...] = (160, 200, 150)  # then fuzzy recall: matching a query to an item by theme
+    orders: tuple[str, ...] = ("label-first", "mixed")   # one stage per item layout, in turn
+    exact_steps: tuple[int, ...] = (80, 200)     # per stage: exact recall, which forms the copy circuit,
+    fuzzy_steps: tuple[int, ...] = (160, 200)    # then fuzzy recall: matching a query to an item by theme
     batch_size: int = 64
     items: int = 8                    # items (key, label) per prompt
     queries: int = 8                  # questions per prompt (each answer is a training signal)
@@ -156,7 +156,8 @@ class RecallPrompts:
     (label-last, as LaMP-2's), then `queries` questions `key label`, separated by ';'. Under
     a causal mask the two need different circuits: label-first, the key's words see their
     label; label-last, the label must gather its key. `mixed` draws one of the two per
-    prompt (a stage on one order alone unlearns the other). Exact: the key is
+    prompt (a stage on label-last alone unlearns label-first, and a later mixed stage does
+    not bring it back; label-first, then mixed, learns both). Exact: the key is
     a theme's first word and the query the same word. Fuzzy: the key is a text of
     `words` words with `theme_words` of one theme among fillers, the query another such
     text on the same theme. Labels are drawn afresh per prompt."""
