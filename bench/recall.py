@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from components.backbone.reader import minilm_path  # noqa: E402
+from components.backbone.reader import minilm_path, recall_accuracy  # noqa: E402
 from components.lamp.words import FILLERS, STYLES, THEMES  # noqa: E402
 
 TEMPLATE = ["the", "tag", "for", "the", "movie:"]
@@ -225,17 +225,14 @@ def probe_attention(model, prompts: "Prompts", rng: random.Random, n: int = 200)
 
 
 def accuracy(model, data, arch: str, sep: int) -> float:
+    if arch == "llama":                        # decoder-only: the reader's own measure
+        return recall_accuracy(model, [b for b, _ in data])
     right = total = 0
     model.eval()
     with torch.no_grad():
         for b, _ in data:
-            logits = model(**b).logits
-            labels = b["labels"]
-            if arch == "llama":
-                logits, labels = logits[:, :-1], labels[:, 1:]
-            answer = labels != -100
-            if arch != "llama":
-                answer &= labels != sep
+            logits, labels = model(**b).logits, b["labels"]
+            answer = (labels != -100) & (labels != sep)
             right += int((logits.argmax(-1)[answer] == labels[answer]).sum())
             total += int(answer.sum())
     model.train()

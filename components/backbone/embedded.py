@@ -21,6 +21,7 @@ import torch
 
 from components.backbone.checks import check_answer_budget
 from components.backbone.model import Backbone
+from components.backbone.reader import right_padded
 from components.lamp.history import history_examples
 from components.lamp.prompts import build_prompt
 from components.lamp.records import ProfileItem, Question
@@ -174,18 +175,6 @@ def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: Em
     return ids, labels
 
 
-def _batch(examples, pad_id: int):
-    width = max(len(i) for i, _ in examples)
-    ids = torch.full((len(examples), width), pad_id)
-    labels = torch.full((len(examples), width), -100)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, (i, lab) in enumerate(examples):            # right padding for training
-        ids[row, : len(i)] = torch.tensor(i)
-        labels[row, : len(lab)] = torch.tensor(lab)
-        mask[row, : len(i)] = 1
-    return ids, labels, mask
-
-
 def _length_buckets(examples, tokens_per_microbatch: int):
     """Sort by length and cut into micro-batches of bounded padded size: one long
     full-context prompt no longer pads fifteen short ones to 512 tokens."""
@@ -261,7 +250,8 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
         loss_value, n_tokens = 0.0, 0
         total_labels = sum(sum(1 for x in lab[1:] if x != -100) for _, lab in batch)
         for micro in _length_buckets(distributed.shard(batch, ctx), cfg.tokens_per_microbatch):
-            ids, labels, mask = _batch(micro, tokenizer.pad_token_id)
+            padded = right_padded(micro, tokenizer.pad_token_id)
+            ids, labels, mask = padded["input_ids"], padded["labels"], padded["attention_mask"]
             n_labels = int((labels[:, 1:] != -100).sum())
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss * (n_labels / total_labels)
             loss.backward()

@@ -42,7 +42,7 @@ PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 
 @dataclass(frozen=True)
 class ReaderConfig:
-    """The `backbone.reader` section of params.yaml: how the shipped reader was built."""
+    """The `backbone.reader` section of params.yaml: how the reader is built and where it lives."""
 
     path: str = ".state/reader"       # where it is written and read (relative: to the repository root)
     layers: int = 3                   # MiniLM's first layers kept
@@ -203,7 +203,8 @@ class RecallPrompts:
         return ids, targets
 
 
-def _batch(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+def right_padded(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """A training batch of (token ids, labels) rows, padded on the right (labels -100)."""
     width = max(len(i) for i, _ in examples)
     ids = torch.full((len(examples), width), pad)
     labels = torch.full((len(examples), width), -100)
@@ -241,7 +242,7 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, o
     prompts = RecallPrompts(cfg, tokenizer)
     rng, held = random.Random(cfg.seed), random.Random(10**6 + cfg.seed)
     pad = tokenizer.pad_token_id
-    test = {(order, kind): [_batch([prompts.example(held, kind == "exact", 1, order) for _ in range(100)], pad)
+    test = {(order, kind): [right_padded([prompts.example(held, kind == "exact", 1, order) for _ in range(100)], pad)
                             for _ in range(10)]
             for order in ORDERS for kind in ("exact", "fuzzy")}
     model.train()
@@ -255,7 +256,7 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, o
         for step in range(total):
             stop_if_requested()
             exact = step < n_exact
-            batch = _batch([prompts.example(rng, exact, cfg.queries, order) for _ in range(cfg.batch_size)], pad)
+            batch = right_padded([prompts.example(rng, exact, cfg.queries, order) for _ in range(cfg.batch_size)], pad)
             loss = model(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
