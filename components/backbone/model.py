@@ -188,6 +188,13 @@ class Backbone:
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, as `generate` derives them: a
+    decoder-only model called directly on a left-padded batch needs them (with absolute
+    position embeddings, BERT's, padding would otherwise shift every position)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def prefix_loss(backbone: Backbone, prefix: torch.Tensor, prompts: Sequence[str], answers: Sequence[str]):
     """Next-token loss on the answers only; the prefix and the prompt are masked (-100).
     The prefix sits where `generate` puts it (`Backbone.embed_with_prefix`)."""

@@ -89,6 +89,15 @@ def vocabulary_texts() -> list[str]:
     return texts
 
 
+def pre_tokenizer():
+    """BERT's split on whitespace and punctuation, except that a hyphen inside a word stays
+    in it: "sci-fi" is `sci ##- ##fi` and decodes back to "sci-fi", not "sci - fi"."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                    pre_tokenizers.Split(Regex(r"[^\w\s-]|(?<!\w)-|-(?!\w)"), behavior="isolated")])
+
+
 def kept_tokens(tokenizer, texts: Iterable[str]) -> list[str]:
     """The WordPiece tokens to keep: the specials, every token of `texts`, digits,
     punctuation and single letters (so that any other word still spells out)."""
@@ -105,15 +114,26 @@ def kept_tokens(tokenizer, texts: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def build_tokenizer(tokens: list[str], max_length: int = 512):
-    """BERT's uncased WordPiece over `tokens`; a prompt starts with [CLS] (the BOS), an
-    answer ends with [SEP] (the EOS)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+def whole_labels(tokenizer) -> list[str]:
+    """Task labels that WordPiece would not decode as written ("[1]" comes back "[ 1 ]"):
+    each becomes one token of its own."""
+    from components.lamp.tasks import TASKS
+
+    labels = dict.fromkeys(label for spec in TASKS.values() for label in spec.labels)
+    return [label for label in labels if tokenizer.decode(tokenizer(label, add_special_tokens=False)["input_ids"]) != label]
+
+
+def build_tokenizer(tokens: list[str], max_length: int = 512, whole: Iterable[str] = ()):
+    """BERT's uncased WordPiece over `tokens`, then the `whole` words as tokens of their own
+    (ids after the WordPiece ones); a prompt starts with [CLS] (the BOS), an answer ends with
+    [SEP] (the EOS)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tok.add_tokens([AddedToken(w, normalized=False) for w in whole])
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.pre_tokenizer = pre_tokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A", pair="[CLS] $A $B",
                                                         special_tokens=[("[CLS]", tokens.index("[CLS]"))])
@@ -131,17 +151,22 @@ def build_reader(layers: int, seed: int = 0):
 
     torch.manual_seed(seed)
     full = AutoTokenizer.from_pretrained(minilm_path())
+    full.backend_tokenizer.pre_tokenizer = pre_tokenizer()
     tokens = kept_tokens(full, vocabulary_texts())
-    rows = [full.convert_tokens_to_ids(t) for t in tokens]
+    whole = whole_labels(build_tokenizer(tokens))
+    # a row per kept token, then per whole word the mean of its WordPiece rows
+    rows = [[full.convert_tokens_to_ids(t)] for t in tokens]
+    rows += [full(w, add_special_tokens=False)["input_ids"] for w in whole]
     model = BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=layers)
     with torch.no_grad():
-        embed = torch.nn.Embedding.from_pretrained(model.get_input_embeddings().weight[rows].clone(), freeze=False)
+        weight, bias = model.get_input_embeddings().weight, model.get_output_embeddings().bias
+        embed = torch.nn.Embedding.from_pretrained(torch.stack([weight[r].mean(0) for r in rows]), freeze=False)
         model.set_input_embeddings(embed)
         head = model.get_output_embeddings()
         head.weight = embed.weight
-        head.bias = model.cls.predictions.bias = torch.nn.Parameter(head.bias[rows].clone())
+        head.bias = model.cls.predictions.bias = torch.nn.Parameter(torch.stack([bias[r].mean() for r in rows]))
         head.out_features = len(rows)
-    tokenizer = build_tokenizer(tokens, model.config.max_position_embeddings)
+    tokenizer = build_tokenizer(tokens, model.config.max_position_embeddings, whole)
     model.config.update({"vocab_size": len(rows), "pad_token_id": tokenizer.pad_token_id,
                          "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                          "tie_word_embeddings": True, "is_decoder": True})

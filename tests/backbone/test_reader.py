@@ -30,6 +30,23 @@ def test_the_cut_vocabulary_keeps_every_word_the_demo_writes_whole(reader):
         assert all(unk not in tokenize(label) for label in spec.labels)
     assert unk not in tokenize("zyxwv quokka")                               # other words spell out
     assert tokenizer("a b")["input_ids"][0] == tokenizer.bos_token_id        # prompts start with the BOS
+    for spec in TASKS.values():                                             # labels decode as written
+        for label in spec.labels:
+            assert tokenizer.decode(tokenize(label)) == label
+    assert tokenizer.decode(tokenize("a - b")) == "a - b"                   # a lone hyphen stays a token
+
+
+def test_left_padding_does_not_change_what_the_reader_computes(reader):
+    """BERT's positions are absolute: a left-padded row gives the same logits as alone
+    only with positions counted from its first real token."""
+    from components.backbone.model import position_ids
+
+    model, tokenizer = reader
+    model.eval()
+    enc = tokenizer(["orbit planet rocket is", "orbit"], padding=True, return_tensors="pt")
+    alone = model(**tokenizer(["orbit"], return_tensors="pt")).logits[0, -1]
+    padded = model(**enc, position_ids=position_ids(enc["attention_mask"])).logits[1, -1]
+    assert torch.allclose(alone, padded, atol=1e-4)
 
 
 def test_a_saved_reader_loads_by_path_like_any_checkpoint(reader, tmp_path):

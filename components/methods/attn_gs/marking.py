@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from components.backbone.model import Backbone
+from components.backbone.model import Backbone, position_ids
 from components.lamp.prompts import INPUT_SHARE, OVERHEAD_PER_ITEM, build_prompt
 from components.lamp.records import Question
 from components.lamp.tasks import TaskSpec
@@ -372,7 +372,7 @@ def item_attention(backbone: Backbone, prompts: Sequence, modules, config: Marki
             dec = torch.full((len(texts), 1), start if start is not None else 0, device=backbone.device)
             backbone.model(**inputs, decoder_input_ids=dec)
         else:
-            backbone.model(**inputs)
+            backbone.model(**inputs, position_ids=position_ids(inputs["attention_mask"]))
     except _Captured:
         pass
     silent = [m for m in modules if not m._persona_rows]
