@@ -251,12 +251,11 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
         total_labels = sum(sum(1 for x in lab[1:] if x != -100) for _, lab in batch)
         for micro in _length_buckets(distributed.shard(batch, ctx), cfg.tokens_per_microbatch):
             padded = right_padded(micro, tokenizer.pad_token_id)
-            ids, labels, mask = padded["input_ids"], padded["labels"], padded["attention_mask"]
-            n_labels = int((labels[:, 1:] != -100).sum())
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss * (n_labels / total_labels)
+            n_labels = int((padded["labels"][:, 1:] != -100).sum())
+            loss = model(**padded).loss * (n_labels / total_labels)
             loss.backward()
             loss_value += float(loss.detach())
-            n_tokens += int(mask.sum())
+            n_tokens += int(padded["attention_mask"].sum())
         distributed.reduce_gradients(model.parameters(), ctx, average=False)   # losses are pre-scaled
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

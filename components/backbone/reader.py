@@ -120,7 +120,8 @@ def whole_labels(tokenizer) -> list[str]:
     from components.lamp.tasks import TASKS
 
     labels = dict.fromkeys(label for spec in TASKS.values() for label in spec.labels)
-    return [label for label in labels if tokenizer.decode(tokenizer(label, add_special_tokens=False)["input_ids"]) != label]
+    decoded = lambda text: tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    return [label for label in labels if decoded(label) != label]
 
 
 def build_tokenizer(tokens: list[str], max_length: int = 512, whole: Iterable[str] = ()):

@@ -85,8 +85,8 @@ def test_recall_prompts_answer_with_the_label_of_the_item_on_the_query_theme(rea
 
 
 def test_pretraining_runs_both_phases_and_reports_held_out_recall():
-    cfg = ReaderConfig(layers=1, orders=("label-first", "mixed"), exact_steps=(2, 1), fuzzy_steps=(2, 1), batch_size=4, items=4, queries=2, labels=4,
-                       warmup_steps=1)
+    cfg = ReaderConfig(layers=1, orders=("label-first", "mixed"), exact_steps=(2, 1), fuzzy_steps=(2, 1),
+                       batch_size=4, items=4, queries=2, labels=4, warmup_steps=1)
     model, tokenizer, card = pretrain_reader(cfg, progress=False)
     assert len(card["loss_curve"]) == 6 and all(loss > 0 for loss in card["loss_curve"])
     assert card["held_out_recall"].keys() == {"label-first", "label-last"} and card["chance"] == 0.25
