@@ -44,8 +44,8 @@ output on another text, and then no reading of its attention can find the releva
 by its content.
 
 `recall`: can the backbone match at all? The recall prompts of `backbone.embedded.mix_recall`
-on time/test questions: BM25's best item for the input among 1 or 3 other items, each
-relabelled with a different label drawn afresh, in random order; the answer is the best
+on time/test questions: BM25's best item for the input among 1 or 3 other items (from the
+half of the profile least like the input), each relabelled with a different label drawn afresh, in random order; the answer is the best
 item's new label, so only matching the input against the items' texts beats chance
 (1/2, 1/4). Accuracy next to chance, and how often the answer is one of the shown labels.
 

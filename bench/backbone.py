@@ -3,8 +3,9 @@
 Trains the embedded backbone once per task and seed (settings from params.yaml, overridden
 with --set), then scores on one split: no history, random-4, BM25-4, dense-4 and full
 context (the task's official metric), and recall-4 with fresh labels: BM25's best item for
-the input among three others, every label replaced by a different label drawn afresh, in
-random order; only matching the input against the items' texts answers it (chance 0.25).
+the input among three others from the half of the profile least like the input, every label
+replaced by a different label drawn afresh, in random order; only matching the input against
+the items' texts answers it (chance 0.25).
 Prints, per task, the mean, the spread (max - min) and each seed's figure, and writes them
 as JSON.
 

@@ -141,15 +141,19 @@ def training_context(spec: TaskSpec, q: Question, cfg: EmbeddedConfig, rng: rand
 
 def recall_context(spec: TaskSpec, q: Question, rng: random.Random, k: int) -> tuple[list[ProfileItem], str | None]:
     """An associative-recall prompt: BM25's best item for the input among k-1 other items
-    (at least 2 items in all), in random order, each relabelled with a different label of
-    the task drawn afresh; the answer is the best item's new label. No vote, recency or
-    memorised label predicts it, only matching the input against the items' texts does.
-    Tasks without a closed label set, and profiles of one item, get BM25's top k instead."""
+    drawn from the half of the profile least like the input (at least 2 items in all), in
+    random order, each relabelled with a different label of the task drawn afresh; the
+    answer is the best item's new label. No vote, recency or memorised label predicts it,
+    only matching the input against the items' texts does. (Others drawn from the whole
+    profile shared the input's theme in 39 % of the demo's LaMP-2 prompts, each with another
+    label, so the answer was ambiguous.) Tasks without a closed label set, and profiles of
+    one item, get BM25's top k instead."""
     if spec.label_field is None or not spec.labels or len(q.profile) < 2:
         return select_items(q.profile, rank_bm25(spec, q), k), None
-    k = max(2, min(k, len(spec.labels), len(q.profile)))
-    best = rank_bm25(spec, q)[0]
-    chosen = [best] + [i for i in rank_random(spec, q, seed=rng.randrange(1 << 30)) if i != best][: k - 1]
+    ranking = rank_bm25(spec, q)
+    best, unlike = ranking[0], set(ranking[max(1, len(ranking) // 2):])
+    k = max(2, min(k, len(spec.labels), len(unlike) + 1))
+    chosen = [best] + [i for i in rank_random(spec, q, seed=rng.randrange(1 << 30)) if i in unlike][: k - 1]
     labels = rng.sample(list(spec.labels), k)
     items = [replace(q.profile[i], fields={**q.profile[i].fields, spec.label_field: label})
              for i, label in zip(chosen, labels)]

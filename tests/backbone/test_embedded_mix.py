@@ -59,6 +59,8 @@ def test_recall_prompts_relabel_the_items_so_only_matching_finds_the_answer(synt
             shown = {p.id: p for p in items}
             assert shown[best.id].fields["tag"] == answer                 # the answer is the best match's new label
             assert shown[best.id].fields["description"] == best.fields["description"]
+            ranking = rank_bm25(SPEC, q)                                  # the others are unlike the input
+            assert set(shown) - {best.id} <= {q.profile[i].id for i in ranking[len(ranking) // 2:]}
             places.add([p.id for p in items].index(best.id))
             answers.add(answer)
     assert len(places) > 1 and len(answers) > 3                           # neither its place nor its label is fixed
