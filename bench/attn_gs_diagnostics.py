@@ -45,9 +45,10 @@ by its content.
 
 `recall`: can the backbone match at all? The recall prompts of `backbone.embedded.mix_recall`
 on time/test questions: BM25's best item for the input among 1 or 3 other items (from the
-half of the profile least like the input), each relabelled with a different label drawn afresh, in random order; the answer is the best
-item's new label, so only matching the input against the items' texts beats chance
-(1/2, 1/4). Accuracy next to chance, and how often the answer is one of the shown labels.
+half of the profile least like the input), each relabelled with a different label drawn
+afresh, in random order; the answer is the best item's new label, so only matching the input
+against the items' texts beats chance (1/2, 1/4). Accuracy next to chance, and how often the
+answer is one of the shown labels.
 
     python bench/attn_gs_diagnostics.py formats [--task LaMP-2] [--limit 300]
     python bench/attn_gs_diagnostics.py marker-share [--task LaMP-3] [--steps 800] [--supervision label] \

@@ -144,10 +144,10 @@ def recall_context(spec: TaskSpec, q: Question, rng: random.Random, k: int) -> t
     drawn from the half of the profile least like the input (at least 2 items in all), in
     random order, each relabelled with a different label of the task drawn afresh; the
     answer is the best item's new label. No vote, recency or memorised label predicts it,
-    only matching the input against the items' texts does. (Others drawn from the whole
-    profile shared the input's theme in 39 % of the demo's LaMP-2 prompts, each with another
-    label, so the answer was ambiguous.) Tasks without a closed label set, and profiles of
-    one item, get BM25's top k instead."""
+    only matching the input against the items' texts does; others drawn from the whole
+    profile can share the input's theme under another label, which makes the answer a guess
+    (docs/embedded-backbone.md). Tasks without a closed label set, and profiles of one item,
+    get BM25's top k instead."""
     if spec.label_field is None or not spec.labels or len(q.profile) < 2:
         return select_items(q.profile, rank_bm25(spec, q), k), None
     ranking = rank_bm25(spec, q)
