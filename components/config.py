@@ -69,33 +69,27 @@ class PrepareSettings(_Strict):
 
 
 class EmbeddedSettings(_Strict):
-    hidden_size: int = Field(128, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(512, ge=8)
-    max_length: int = Field(512, ge=64, description="positions, and the prompt limit")
-    lm_steps: int = Field(100, ge=0, description="phase 1: language modelling on corpus prompts")
-    task_steps: int = Field(900, ge=1, description="phase 2: task adaptation with k retrieved items")
+    max_length: int = Field(512, ge=64, description="the prompt limit (at most the reader's positions)")
+    steps: int = Field(150, ge=1, description="task adaptation steps")
     batch_size: int = Field(16, ge=1)
     tokens_per_microbatch: int = Field(4096, ge=64)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-4, gt=0)
     warmup_steps: int = Field(30, ge=0)
     k_max: int = Field(8, ge=1)
     mix_none: float = Field(0.10, ge=0, le=1)
-    mix_bm25: float = Field(0.45, ge=0, le=1)
-    mix_random: float = Field(0.25, ge=0, le=1)
-    mix_planted: float = Field(0.0, ge=0, le=1, description="BM25's best item among k-1 random others")
-    planted_shuffle: bool = Field(False, description="planted prompts in random order instead of date order")
-    mix_recall: float = Field(0.0, ge=0, le=1, description="recall prompts: BM25's best item among k-1 others, "
-                                                          "each relabelled afresh, in random order")
-    profile_label_loss: bool = True
+    mix_bm25: float = Field(0.30, ge=0, le=1)
+    mix_random: float = Field(0.10, ge=0, le=1)
+    mix_recall: float = Field(0.25, ge=0, le=1, description="recall prompts: BM25's best item among k-1 others, "
+                                                           "each relabelled afresh, in random order")
+    history_examples: bool = True
+    history_share: float = Field(0.5, ge=0, le=1)
     seed: int = 0
 
     @model_validator(mode="after")
     def _mix_fits(self):
-        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_planted + self.mix_recall
+        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_recall
         if total > 1 + 1e-9:
-            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_planted + mix_recall = {total:g} > 1 "
+            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_recall = {total:g} > 1 "
                              "(the rest of the training prompts show every item that fits)")
         return self
 
@@ -106,7 +100,8 @@ class EmbeddedSettings(_Strict):
 
 
 class ReaderSettings(_Strict):
-    path: str = Field(".state/reader", description="where `python -m components.backbone.reader` writes it")
+    path: str = Field("components/backbone/shipped-reader",
+                      description="the reader the embedded backbone starts from (relative: to the repository)")
     layers: int = Field(3, ge=1, le=6, description="MiniLM's first layers kept")
     orders: tuple[Literal["label-first", "label-last", "mixed"], ...] = ("label-first", "mixed")
     exact_steps: tuple[int, ...] = Field((80, 200), description="per stage: exact recall steps (the copy circuit)")

@@ -235,7 +235,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     from components.methods.accounting import accounting_for
 
     profile = load_profile(args.profile)
-    print(accounting_for(profile.backbone.embedded, args.backbones, args.users, profile.pplug.bridge_rank,
+    print(accounting_for(profile.backbone.reader.to_config().directory(), args.backbones, args.users, profile.pplug.bridge_rank,
                          profile.tap_per.configs()[0]))
     return 0
 

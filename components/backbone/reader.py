@@ -13,9 +13,9 @@ theme, MiniLM's layers do, once the exact phase has formed the copy circuit
 (`docs/experiments.md`, "Learning in-context recall").
 
 The result is a standard transformers model with its tokenizer, saved with
-`save_pretrained` and loaded by path like any hub checkpoint: the candidate start of the
-embedded backbone. `bench/recall.py --init DIR` measures what it recalls in other layouts
-(`docs/experiments.md`). Build it with
+`save_pretrained` and loaded by path like any hub checkpoint: the embedded backbone
+task-adapts it (`components/backbone/embedded.py`). `bench/recall.py --init DIR` measures
+what it recalls in other layouts (`docs/experiments.md`). Build it with
 
     python -m components.backbone.reader            # settings: backbone.reader in params.yaml
 """
@@ -44,7 +44,7 @@ PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 class ReaderConfig:
     """The `backbone.reader` section of params.yaml: how the reader is built and where it lives."""
 
-    path: str = ".state/reader"       # where it is written and read (relative: to the repository root)
+    path: str = "components/backbone/shipped-reader"   # relative: to the repository root
     layers: int = 3                   # MiniLM's first layers kept
     orders: tuple[str, ...] = ("label-first", "mixed")   # one stage per item layout, in turn
     exact_steps: tuple[int, ...] = (80, 200)     # per stage: exact recall, which forms the copy circuit,
