@@ -83,6 +83,8 @@ class EmbeddedSettings(_Strict):
                                                            "each relabelled afresh, in random order")
     history_examples: bool = True
     history_share: float = Field(0.5, ge=0, le=1)
+    profile_label_loss: bool = Field(False, description="loss on the profile's labels too (they can be memorised: "
+                                                        "the time split's questions come from the training users)")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -114,6 +116,12 @@ class ReaderSettings(_Strict):
     theme_words: int = Field(4, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=1)
+    task_steps: int = Field(0, ge=0, description="then steps on the tasks' prompts, from synthetic users of "
+                                                 "data_seed (backbone.embedded's mix)")
+    task_lr: float = Field(3e-4, gt=0)
+    task_profile_labels: bool = Field(True, description="task stage: loss on the profile's labels too")
+    tasks: tuple[str, ...] = ("LaMP-2", "LaMP-3")
+    data_seed: int = Field(1000, description="seed of the task stage's users (not the demo's data.synth.seed)")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -49,6 +49,8 @@ class EmbeddedConfig:
     mix_recall: float = 0.25           # recall prompts: BM25's best among k-1 others, fresh labels, random order
     history_examples: bool = True      # also train on profile items turned into questions
     history_share: float = 0.5
+    profile_label_loss: bool = False   # also put loss on the labels inside the profile (each item's, read from
+                                       # the items before it), except in recall prompts, whose labels are fresh
     seed: int = 0
 
 
@@ -104,10 +106,11 @@ def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: Em
     budget = cfg.max_length - len(answer_ids) - 1
     prompt = build_prompt(spec, q.input, items, budget, backbone.tokenize, backbone.detokenize)
     ids, labels = [backbone.tokenizer.bos_token_id], [-100]
+    profile_labels = cfg.profile_label_loss and answer is None
     for text, is_label in prompt.segments:
         seg = backbone.tokenize(text)
         ids += seg
-        labels += [-100] * len(seg)
+        labels += seg if is_label and profile_labels else [-100] * len(seg)
     ids += answer_ids
     labels += answer_ids
     return ids, labels
@@ -127,12 +130,45 @@ def _length_buckets(examples, tokens_per_microbatch: int):
         yield bucket
 
 
+@dataclass
+class TaskExamples:
+    """What adaptation draws one task's prompts from: its training questions with their
+    gold outputs, and (with `history_examples`) profile items turned into questions."""
+
+    spec: TaskSpec
+    train: list[tuple[Question, str]]
+    history: list[tuple[Question, str]]
+
+
+def task_examples(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str], cfg: EmbeddedConfig,
+                  tokenize) -> TaskExamples:
+    check_answer_budget(spec, golds, tokenize)
+    train = [(q, golds[q.id]) for q in questions if q.id in golds]
+    if not train:
+        raise ValueError(f"no training questions with gold outputs for {spec.name}")
+    return TaskExamples(spec, train, list(history_examples(spec, questions)) if cfg.history_examples else [])
+
+
 def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds: dict[str, str],
                             cfg: EmbeddedConfig, progress: bool = True,
                             checkpoints: Checkpoints | None = None,
                             reader: ReaderConfig = ReaderConfig()) -> tuple[Backbone, dict]:
     """Load the reader (`reader`, default the shipped one) and task-adapt it on `questions`
-    (train users).
+    (train users): `adapt` on this one task."""
+    model, tokenizer = load_reader(reader, cfg.seed)
+    tokenizer.model_max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    backbone = Backbone(model, tokenizer, name=f"embedded-{spec.name}")
+    stats = adapt(backbone, [task_examples(spec, questions, golds, cfg, backbone.tokenize)], cfg, progress,
+                  checkpoints)
+    stats["config"]["reader"] = str(reader.directory())
+    return backbone, stats
+
+
+def adapt(backbone: Backbone, tasks: Sequence[TaskExamples], cfg: EmbeddedConfig, progress: bool = True,
+          checkpoints: Checkpoints | None = None) -> dict:
+    """Train `backbone` in place for `cfg.steps` steps of `cfg.batch_size` prompts, each
+    drawn from a task chosen uniformly among `tasks`, with its context drawn by the mix;
+    loss on the answer. Returns the training stats (loss curve, time, tokens per second).
 
     Under `torchrun` every rank builds the same batch, trains on its slice, and the gradients
     are summed across ranks: the update equals the single-process one (`components.distributed`).
@@ -147,14 +183,8 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
     ctx = distributed.init()
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    model, tokenizer = load_reader(reader, cfg.seed)
-    tokenizer.model_max_length = min(cfg.max_length, model.config.max_position_embeddings)
-    backbone = Backbone(model, tokenizer, name=f"embedded-{spec.name}")
-    check_answer_budget(spec, golds, backbone.tokenize)
-    train = [(q, golds[q.id]) for q in questions if q.id in golds]
-    if not train:
-        raise ValueError(f"no training questions with gold outputs for {spec.name}")
-    from_history = list(history_examples(spec, questions)) if cfg.history_examples else []
+    model, tokenizer = backbone.model, backbone.tokenizer
+    names = "+".join(t.spec.name for t in tasks)
     distributed.broadcast_parameters(model, ctx)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     total = cfg.steps
@@ -175,16 +205,19 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
         rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         losses, tokens_seen, first = state["losses"], state["tokens_seen"], state["step"]
-        log.info("resuming %s backbone training at step %d/%d", spec.name, first, total)
-    bar = tqdm(range(first, total), desc=f"backbone {spec.name}", disable=not progress or not ctx.is_main,
+        log.info("resuming %s backbone training at step %d/%d", names, first, total)
+    bar = tqdm(range(first, total), desc=f"backbone {names}", disable=not progress or not ctx.is_main,
                mininterval=2, initial=first, total=total)
     for step in bar:
         stop_if_requested()
         # curriculum: small k first, the maximum grows to k_max over the first half
         k_max = 2 + int((cfg.k_max - 2) * min(1.0, 2 * step / max(1, total)))
-        picks = [rng.choice(from_history) if from_history and rng.random() < cfg.history_share else rng.choice(train)
-                 for _ in range(cfg.batch_size)]
-        batch = [_example(spec, q, gold, backbone, cfg, rng, k_max) for q, gold in picks]
+        batch = []
+        for _ in range(cfg.batch_size):
+            task = rng.choice(tasks)
+            pool = task.history if task.history and rng.random() < cfg.history_share else task.train
+            q, gold = rng.choice(pool)
+            batch.append(_example(task.spec, q, gold, backbone, cfg, rng, k_max))
         opt.zero_grad(set_to_none=True)
         loss_value, n_tokens = 0.0, 0
         total_labels = sum(sum(1 for x in lab[1:] if x != -100) for _, lab in batch)
@@ -210,10 +243,11 @@ def train_embedded_backbone(spec: TaskSpec, questions: Sequence[Question], golds
                 "tokens_seen": tokens_seen, "step": step + 1})
     model.eval()
     seconds = time.perf_counter() - start
-    stats = {"history_examples": len(from_history), "train_seconds": seconds, "tokens_per_second": tokens_seen / seconds, "steps": total,
-             "final_loss": sum(losses[-50:]) / len(losses[-50:]), "parameters": sum(p.numel() for p in model.parameters()),
-             "vocab_size": len(tokenizer), "loss_curve": losses,
-             "config": {**asdict(cfg), "reader": str(reader.directory())}}
+    stats = {"history_examples": sum(len(t.history) for t in tasks), "train_seconds": seconds,
+             "tokens_per_second": tokens_seen / seconds, "steps": total,
+             "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+             "parameters": sum(p.numel() for p in model.parameters()),
+             "vocab_size": len(tokenizer), "loss_curve": losses, "config": asdict(cfg)}
     log.info("trained %s backbone: %d params, %.0f tokens/s, final loss %.3f",
-             spec.name, stats["parameters"], stats["tokens_per_second"], stats["final_loss"])
-    return backbone, stats
+             names, stats["parameters"], stats["tokens_per_second"], stats["final_loss"])
+    return stats

@@ -28,7 +28,7 @@ import math
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,11 @@ class ReaderConfig:
     theme_words: int = 4              # of them on the item's theme
     lr: float = 1e-3
     warmup_steps: int = 50
+    task_steps: int = 0               # then steps on the tasks' prompts (backbone.embedded's mix), drawn from
+    task_lr: float = 3e-4             # synthetic users of another seed than the demo's
+    task_profile_labels: bool = True  # loss on the items' labels too: each read from the items before it
+    tasks: tuple[str, ...] = ("LaMP-2", "LaMP-3")
+    data_seed: int = 1000
     seed: int = 0
 
     def directory(self, root: str | Path = ".") -> Path:
@@ -158,7 +163,10 @@ def build_reader(layers: int, seed: int = 0):
     # a row per kept token, then per whole word the mean of its WordPiece rows
     rows = [[full.convert_tokens_to_ids(t)] for t in tokens]
     rows += [full(w, add_special_tokens=False)["input_ids"] for w in whole]
-    model = BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=layers)
+    # no dropout: data-parallel ranks then make exactly the single-process update, and endless
+    # fresh synthetic prompts leave nothing to overfit
+    model = BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=layers,
+                                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     with torch.no_grad():
         weight, bias = model.get_input_embeddings().weight, model.get_output_embeddings().bias
         embed = torch.nn.Embedding.from_pretrained(torch.stack([weight[r].mean(0) for r in rows]), freeze=False)
@@ -255,11 +263,13 @@ def recall_accuracy(model, batches: list[dict[str, torch.Tensor]]) -> float:
     return right / max(total, 1)
 
 
-def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, object, dict]:
+def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, synth=None) -> tuple[object, object, dict]:
     """Build the reader and train it, one stage per item order, on exact then fuzzy recall
-    (each stage with its own warm-up and cosine schedule): (model, tokenizer, card), the card
-    holding the settings, the loss curve and held-out recall per order (1,000 prompts each,
-    chance 1/items)."""
+    (each stage with its own warm-up and cosine schedule), then (`task_steps`) on the tasks'
+    prompts as the embedded backbone's adaptation draws them (`adapt_cfg`, an EmbeddedConfig),
+    from users the generator (`synth`, a SynthConfig) makes with `data_seed`: never the
+    demo's. Returns (model, tokenizer, card), the card holding the settings, the loss curves
+    and held-out recall per order (1,000 prompts each, chance 1/items)."""
     from tqdm.auto import tqdm
 
     from components.stopping import stop_if_requested
@@ -293,16 +303,44 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, o
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", stage=f"{order} {'exact' if exact else 'fuzzy'}")
     bar.close()
+    tasks = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, progress) if cfg.task_steps else None
     recall: dict[str, dict[str, float]] = {}
     for (order, kind), batches in test.items():
         recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
     card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
-            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses}
+            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "task_stage": tasks}
     log.info("reader: held-out recall %s (chance %.3f) after %d steps, %.0f s",
              json.dumps(recall), 1 / cfg.items, len(losses), card["train_seconds"])
     model.eval()
     return model, tokenizer, card
+
+
+def _task_stage(model, tokenizer, cfg: ReaderConfig, adapt_cfg, synth, progress: bool) -> dict:
+    """Train on the tasks' prompts of synthetic users generated with `cfg.data_seed`."""
+    from components.backbone.embedded import EmbeddedConfig, adapt, task_examples
+    from components.backbone.model import Backbone
+    from components.lamp.synthetic import SynthConfig, synthesize
+    from components.lamp.tasks import get_task
+
+    adapt_cfg = replace(adapt_cfg or EmbeddedConfig(), steps=cfg.task_steps, lr=cfg.task_lr, seed=cfg.seed,
+                        profile_label_loss=cfg.task_profile_labels)
+    synth = synth or SynthConfig()
+    if synth.seed == cfg.data_seed:
+        raise ValueError(f"backbone.reader.data_seed ({cfg.data_seed}) equals data.synth.seed: the task stage "
+                         "would train on the demo's own users")
+    synth = replace(synth, seed=cfg.data_seed)
+    backbone = Backbone(model, tokenizer, name="reader")
+    sources = []
+    for task in cfg.tasks:
+        spec = get_task(task)
+        questions, outputs = synthesize(spec.name, synth)[0]["train"]
+        sources.append(task_examples(spec, questions, {o.id: o.output for o in outputs}, adapt_cfg,
+                                     backbone.tokenize))
+    stats = adapt(backbone, sources, adapt_cfg, progress)
+    model.train()
+    return {"tasks": list(cfg.tasks), "data_seed": cfg.data_seed, "questions": sum(len(s.train) for s in sources),
+            **{k: stats[k] for k in ("steps", "train_seconds", "final_loss", "loss_curve")}}
 
 
 def save_reader(model, tokenizer, card: dict, out: Path) -> Path:
@@ -341,10 +379,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="directory written (default: the profile's backbone.reader.path)")
     ap.add_argument("--profile", help="params.yaml profile (default: its `profile`)")
     ap.add_argument("--repo", default=".", help="repository root holding params.yaml (default: .)")
+    ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run its task stage only "
+                                                 "(default: build from MiniLM and run every stage)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_profile(args.profile, Path(args.repo) / "params.yaml").backbone.reader.to_config()
-    model, tokenizer, card = pretrain_reader(cfg)
+    profile = load_profile(args.profile, Path(args.repo) / "params.yaml")
+    cfg = profile.backbone.reader.to_config()
+    adapt_cfg, synth = profile.backbone.embedded.to_config(), profile.data.synth.to_config()
+    if args.init:
+        model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)
+        card = json.loads((Path(args.init) / "reader.json").read_text())
+        card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True)
+        card["config"] = asdict(cfg)
+        model.eval()
+    else:
+        model, tokenizer, card = pretrain_reader(cfg, True, adapt_cfg, synth)
     out = save_reader(model, tokenizer, card, Path(args.out) if args.out else cfg.directory(args.repo))
     print(json.dumps({"written": str(out), "held_out_recall": card["held_out_recall"], "chance": card["chance"]}))
     return 0
