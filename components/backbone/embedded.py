@@ -22,7 +22,7 @@ from components.backbone.checks import check_answer_budget
 from components.backbone.model import Backbone
 from components.backbone.reader import ReaderConfig, load_reader, right_padded
 from components.lamp.history import history_examples
-from components.lamp.prompts import build_prompt
+from components.lamp.prompts import build_prompt, label_follows_text
 from components.lamp.records import ProfileItem, Question
 from components.lamp.tasks import TaskSpec
 from components.retrieval.rankers import rank_bm25, rank_random, select_items
@@ -49,8 +49,8 @@ class EmbeddedConfig:
     mix_recall: float = 0.25           # recall prompts: BM25's best among k-1 others, fresh labels, random order
     history_examples: bool = True      # also train on profile items turned into questions
     history_share: float = 0.5
-    profile_label_loss: bool = False   # also put loss on the labels inside the profile (each item's, read from
-                                       # the items before it), except in recall prompts, whose labels are fresh
+    profile_label_loss: bool = False   # also put loss on the labels inside the profile that follow their item's
+                                       # text (read from it and the items before), except in recall prompts
     seed: int = 0
 
 
@@ -106,7 +106,7 @@ def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: Em
     budget = cfg.max_length - len(answer_ids) - 1
     prompt = build_prompt(spec, q.input, items, budget, backbone.tokenize, backbone.detokenize)
     ids, labels = [backbone.tokenizer.bos_token_id], [-100]
-    profile_labels = cfg.profile_label_loss and answer is None
+    profile_labels = cfg.profile_label_loss and answer is None and label_follows_text(spec)
     for text, is_label in prompt.segments:
         seg = backbone.tokenize(text)
         ids += seg

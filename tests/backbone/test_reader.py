@@ -112,3 +112,24 @@ def test_stages_must_line_up(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ValueError, match="one entry per stage"):
         load_profile("demo", tmp_path / "params.yaml")
+
+
+def test_the_task_stage_trains_on_users_of_another_seed_and_the_card_says_so(tmp_path):
+    from dataclasses import replace
+
+    from components.backbone.embedded import EmbeddedConfig
+    from components.lamp.synthetic import SynthConfig
+
+    cfg = ReaderConfig(layers=1, orders=("label-first",), exact_steps=(1,), fuzzy_steps=(1,), batch_size=2,
+                       task_steps=2, tasks=("LaMP-2", "LaMP-3"))
+    synth = SynthConfig(users=8, profile_min=4, profile_max=8)
+    adapt = EmbeddedConfig(max_length=256, batch_size=2, warmup_steps=1)
+    with pytest.raises(ValueError, match="demo's own users"):
+        pretrain_reader(replace(cfg, data_seed=synth.seed), False, adapt, synth)
+    model, tokenizer, card = pretrain_reader(cfg, False, adapt, synth)
+    stage = card["task_stage"]
+    assert stage["tasks"] == ["LaMP-2", "LaMP-3"] and stage["data_seed"] == 1000 and stage["questions"] > 0
+    assert len(stage["loss_curve"]) == 2 and all(loss > 0 for loss in stage["loss_curve"])
+    save_reader(model, tokenizer, card, tmp_path / "r")
+    readme = (tmp_path / "r" / "README.md").read_text()
+    assert "seed 1000" in readme and "sha256" in readme and "python -m components.backbone.reader" in readme
