@@ -278,11 +278,7 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
         users_apart(cfg, synth)                       # fail before the recall stages, not after
     model, tokenizer = build_reader(cfg.layers, cfg.seed)
     prompts = RecallPrompts(cfg, tokenizer)
-    rng, held = random.Random(cfg.seed), random.Random(10**6 + cfg.seed)
-    pad = tokenizer.pad_token_id
-    test = {(order, kind): [right_padded([prompts.example(held, kind == "exact", 1, order) for _ in range(100)], pad)
-                            for _ in range(10)]
-            for order in ORDERS for kind in ("exact", "fuzzy")}
+    rng, pad = random.Random(cfg.seed), tokenizer.pad_token_id
     model.train()
     losses, start = [], time.perf_counter()
     bar = tqdm(total=sum(cfg.exact_steps) + sum(cfg.fuzzy_steps), desc="reader", disable=not progress, mininterval=2)
@@ -306,9 +302,7 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
             bar.set_postfix(loss=f"{losses[-1]:.3f}", stage=f"{order} {'exact' if exact else 'fuzzy'}")
     bar.close()
     tasks = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, progress) if cfg.task_steps else None
-    recall: dict[str, dict[str, float]] = {}
-    for (order, kind), batches in test.items():
-        recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
+    recall = held_out_recall(model, tokenizer, cfg)
     card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
             "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "task_stage": tasks}
@@ -316,6 +310,18 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
              json.dumps(recall), 1 / cfg.items, len(losses), card["train_seconds"])
     model.eval()
     return model, tokenizer, card
+
+
+def held_out_recall(model, tokenizer, cfg: ReaderConfig) -> dict[str, dict[str, float]]:
+    """Recall per item order, exact and fuzzy, on 1,000 prompts drawn apart from training."""
+    prompts, held = RecallPrompts(cfg, tokenizer), random.Random(10**6 + cfg.seed)
+    recall: dict[str, dict[str, float]] = {}
+    for order in ORDERS:
+        for kind in ("exact", "fuzzy"):
+            batches = [right_padded([prompts.example(held, kind == "exact", 1, order) for _ in range(100)],
+                                    tokenizer.pad_token_id) for _ in range(10)]
+            recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
+    return recall
 
 
 def users_apart(cfg: ReaderConfig, synth=None):
@@ -432,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)
         card = json.loads((Path(args.init) / "reader.json").read_text())
         card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True)
-        card["config"] = asdict(cfg)
+        card["config"], card["held_out_recall"] = asdict(cfg), held_out_recall(model, tokenizer, cfg)
         model.eval()
     else:
         model, tokenizer, card = pretrain_reader(cfg, True, adapt_cfg, synth)
