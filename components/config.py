@@ -85,6 +85,9 @@ class EmbeddedSettings(_Strict):
     history_share: float = Field(0.5, ge=0, le=1)
     profile_label_loss: bool = Field(False, description="loss on the profile's labels too (they can be memorised: "
                                                         "the time split's questions come from the training users)")
+    permute_labels: float = Field(0.0, ge=0, le=1, description="share of prompts with history whose labels are "
+                                  "renamed by one random permutation (profile and answer), with loss on the "
+                                  "profile's labels: only reading the items answers them")
     seed: int = 0
 
     @model_validator(mode="after")

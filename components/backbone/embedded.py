@@ -51,6 +51,9 @@ class EmbeddedConfig:
     history_share: float = 0.5
     profile_label_loss: bool = False   # also put loss on the labels inside the profile that follow their item's
                                        # text (read from it and the items before), except in recall prompts
+    permute_labels: float = 0.0        # share of prompts with history whose labels are renamed by one random
+                                       # permutation of the task's labels (profile and answer alike), with loss
+                                       # on the profile's labels too: only reading the items answers them
     seed: int = 0
 
 
@@ -97,16 +100,35 @@ def recall_context(spec: TaskSpec, q: Question, rng: random.Random, k: int) -> t
     return items, labels[0]
 
 
+def permuted_labels(spec: TaskSpec, items: list[ProfileItem], gold: str,
+                    rng: random.Random) -> tuple[list[ProfileItem], str]:
+    """`items` and `gold` with every label of the task renamed by one random permutation of
+    its label set. A user's habits stay consistent within the prompt (same-theme items still
+    share a label) but no label means what it meant in training: the answer, and each
+    profile label after the first of its theme, can only be read from the items shown
+    (the symbol-tuning idea: Wei et al. 2023, arXiv 2305.08298)."""
+    labels = list(spec.labels)
+    rename = dict(zip(labels, rng.sample(labels, len(labels))))
+    field = spec.label_field
+    items = [replace(it, fields={**it.fields, field: rename.get(it.fields.get(field), it.fields.get(field))})
+             for it in items]
+    return items, rename.get(gold, gold)
+
+
 def _example(spec: TaskSpec, q: Question, gold: str, backbone: Backbone, cfg: EmbeddedConfig,
              rng: random.Random, k_max: int):
     """Token ids and labels of one training prompt with a randomly chosen context."""
     items, answer = training_context(spec, q, cfg, rng, k_max)
     gold = gold if answer is None else answer
+    permuted = (answer is None and bool(items) and spec.label_field is not None and bool(spec.labels)
+                and cfg.permute_labels > 0 and rng.random() < cfg.permute_labels)
+    if permuted:
+        items, gold = permuted_labels(spec, items, gold, rng)
     answer_ids = backbone.tokenize(gold) + [backbone.tokenizer.eos_token_id]
     budget = cfg.max_length - len(answer_ids) - 1
     prompt = build_prompt(spec, q.input, items, budget, backbone.tokenize, backbone.detokenize)
     ids, labels = [backbone.tokenizer.bos_token_id], [-100]
-    profile_labels = cfg.profile_label_loss and answer is None and label_follows_text(spec)
+    profile_labels = (cfg.profile_label_loss or permuted) and answer is None and label_follows_text(spec)
     for text, is_label in prompt.segments:
         seg = backbone.tokenize(text)
         ids += seg

@@ -96,3 +96,23 @@ def test_profile_label_loss_sits_on_labels_that_follow_their_text_only(synth_roo
                 assert len(profile) > 0 and set(profile) <= set(shown)
             else:
                 assert profile == []
+
+
+def test_permuted_labels_rename_every_label_by_one_permutation(synth_root):
+    from components.backbone.embedded import permuted_labels
+
+    qs = [q for q in read_questions(synth_root / "LaMP-2" / "train_questions.json", SPEC) if len(q.profile) > 6]
+    rng, moved = random.Random(0), 0
+    for q in qs[:10]:
+        gold = q.profile[0].fields["tag"]
+        items, renamed = permuted_labels(SPEC, q.profile, gold, rng)
+        rename = {}
+        for before, after in zip(q.profile, items):
+            old, new = before.fields["tag"], after.fields["tag"]
+            assert rename.setdefault(old, new) == new                          # one label, one new name
+            assert after.fields["description"] == before.fields["description"]
+            moved += old != new
+        assert len(set(rename.values())) == len(rename) and set(rename.values()) <= set(SPEC.labels)
+        assert renamed == rename[gold]                                          # the answer renamed alike
+    assert moved > 0
+    assert qs[0].profile[0].fields["tag"] in SPEC.labels                       # the questions are not mutated
