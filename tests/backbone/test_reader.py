@@ -133,3 +133,37 @@ def test_the_task_stage_trains_on_users_of_another_seed_and_the_card_says_so(tmp
     save_reader(model, tokenizer, card, tmp_path / "r")
     readme = (tmp_path / "r" / "README.md").read_text()
     assert "seed 1000" in readme and "sha256" in readme and "python -m components.backbone.reader" in readme
+
+
+def test_layout_prompts_ask_for_the_fresh_label_of_a_shown_theme_in_the_task_template(reader):
+    from components.backbone.reader import LayoutPrompts
+    from components.lamp.tasks import get_task
+
+    _, tokenizer = reader
+    lamp2, lamp3 = get_task("LaMP-2"), get_task("LaMP-3")
+    prompts = LayoutPrompts(ReaderConfig(), tokenizer, [lamp2, lamp3])
+    rng = random.Random(0)
+    for spec, repeats in ((lamp2, True), (lamp3, False)):
+        for _ in range(20):
+            ids, targets = prompts.example(rng, spec)
+            text = tokenizer.decode(ids)
+            assert spec.input_template.split("{")[0].strip()[:40].lower() in text.lower()   # LaMP's instruction
+            first = len(targets) - 1
+            while targets[first - 1] != -100:
+                first -= 1
+            answer = tokenizer.decode(ids[first:-1]).strip()
+            assert answer in spec.labels and ids[-1] == tokenizer.eos_token_id
+            assert answer.replace(" ", "") in text[:text.rfind(answer)].replace(" ", "")   # shown before
+            asked = [t for t in targets[:first] if t != -100]
+            assert bool(asked) == repeats                         # LaMP-2: repeated labels are questions too
+    with pytest.raises(ValueError, match="LaMP-5"):
+        LayoutPrompts(ReaderConfig(), tokenizer, [get_task("LaMP-5")])
+
+
+def test_the_layout_stage_trains_and_reports_held_out_answers():
+    cfg = ReaderConfig(layers=1, orders=("label-first",), exact_steps=(1,), fuzzy_steps=(1,), batch_size=2,
+                       layout_steps=2, layout_batch_size=2, layout_items=(3, 5))
+    _, _, card = pretrain_reader(cfg, progress=False)
+    stage = card["layout_stage"]
+    assert stage["steps"] == 2 and len(stage["loss_curve"]) == 2 and all(v > 0 for v in stage["loss_curve"])
+    assert stage["held_out"].keys() == {"LaMP-2", "LaMP-3"} and all(0 <= v <= 1 for v in stage["held_out"].values())
