@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     def report(step: int) -> None:
         model.eval()
         print(f"step {step}: layout held-out {prompts.held_out(model):.3f}", flush=True)
-        if step % a.dev_every == 0:
+        if step and step % a.dev_every == 0:
             print(f"step {step}: {dev_figures(backbone, a.n)} (LaMP-2 time/dev, {a.n} questions)", flush=True)
 
     report(0)

@@ -121,9 +121,15 @@ class ReaderSettings(_Strict):
     warmup_steps: int = Field(50, ge=1)
     layout_steps: int = Field(0, ge=0, description="then recall in the tasks' own prompts: items on a few themes, "
                                                    "each theme a fresh label of the task, the question on one")
+    layout_lr: float = Field(3e-4, gt=0, description="the layout stage's peak learning rate")
     layout_batch_size: int = Field(16, ge=1)
     layout_items: tuple[int, int] = Field((6, 14), description="items per layout prompt (least, most)")
     layout_themes: tuple[int, int] = Field((2, 5), description="themes among them (least, most)")
+    layout_drift: float = Field(0.0, ge=0, le=1, description="share of layout prompts whose asked theme changes "
+                                                             "label midway (the newest label answers)")
+    layout_questions: int = Field(1, ge=1, description="questions asked on one profile, each seeing the profile "
+                                                       "and itself only, for tasks whose labels precede their "
+                                                       "texts (LaMP-3: one answer a prompt otherwise)")
     task_steps: int = Field(0, ge=0, description="then steps on the tasks' prompts, from synthetic users of "
                                                  "data_seed (backbone.embedded's mix)")
     task_lr: float = Field(3e-4, gt=0)

@@ -58,9 +58,12 @@ class ReaderConfig:
     lr: float = 1e-3
     warmup_steps: int = 50
     layout_steps: int = 0             # then recall in the tasks' own prompts (LayoutPrompts)
+    layout_lr: float = 3e-4           # at 1e-3 the transition to reading came in one run of seven
     layout_batch_size: int = 16
     layout_items: tuple[int, int] = (6, 14)   # items per layout prompt
     layout_themes: tuple[int, int] = (2, 5)   # themes among them, one fresh label each
+    layout_drift: float = 0.0         # share of layout prompts whose asked theme changes label midway
+    layout_questions: int = 1         # questions on one profile where labels precede their texts (LaMP-3)
     task_steps: int = 0               # then steps on the tasks' prompts (backbone.embedded's mix), drawn from
     task_lr: float = 3e-4             # synthetic users of another seed than the demo's
     task_profile_labels: bool = True  # loss on the items' labels too: each read from the items before it
@@ -245,7 +248,8 @@ class LayoutPrompts:
     """Recall in a task's own prompt: LaMP's template, instruction and label list, with
     `layout_items` items on `layout_themes` themes (texts as in the fuzzy stage), each theme
     labelled with one of the task's labels drawn afresh, and the question a new text on one
-    of the shown themes; the answer is that theme's label. Where the label follows its text
+    of the shown themes; the answer is that theme's newest label (`layout_drift`: a share of
+    prompts where the asked theme's label changes midway). Where the label follows its text
     (LaMP-2), every item's label after the first of its theme is a question too. Only
     matching the question to the items answers: the labels mean nothing outside the prompt."""
 
@@ -265,8 +269,11 @@ class LayoutPrompts:
         rng.shuffle(words)
         return " ".join(words)
 
-    def example(self, rng: random.Random, spec) -> tuple[list[int], list[int]]:
-        """(token ids, labels) of one prompt of `spec`'s task."""
+    def example(self, rng: random.Random, spec, questions: int = 1) -> tuple[list[int], list[int], list[int]]:
+        """(token ids, labels, blocks) of one prompt of `spec`'s task with `questions` questions
+        on one profile: block 0 is the profile, block q the q-th question (the task input) and
+        its answer. Batched by `tree_batch`, a question sees the profile and itself only, as in
+        a prompt of its own: one profile read, several answers."""
         from components.lamp.prompts import build_prompt, label_follows_text
         from components.lamp.records import ProfileItem
 
@@ -275,20 +282,49 @@ class LayoutPrompts:
         themes = rng.sample(range(len(self.themes)), min(rng.randint(*cfg.layout_themes), len(spec.labels)))
         label = dict(zip(themes, rng.sample(list(spec.labels), len(themes))))
         shown = [rng.choice(themes) for _ in range(rng.randint(*cfg.layout_items))]
-        items = [ProfileItem(id=str(i), fields={field: self._text(t, rng), spec.label_field: label[t]})
-                 for i, t in enumerate(shown)]
-        asked = rng.choice(shown)
-        answer = encode(label[asked]) + [tok.eos_token_id]
-        prompt = build_prompt(spec, spec.input_template.format(**{field: self._text(asked, rng)}), items,
-                              tok.model_max_length - len(answer) - 1, encode, tok.decode)
+        texts = [self._text(t, rng) for t in shown]
+        asked = [rng.choice(shown) for _ in range(questions)]
+        labels = [label[t] for t in shown]
+        if cfg.layout_drift and rng.random() < cfg.layout_drift:
+            labels = self._drift(rng, spec, shown, asked[0], labels)
+        items = [ProfileItem(id=str(i), fields={field: text, spec.label_field: lab})
+                 for i, (text, lab) in enumerate(zip(texts, labels))]
+        newest = {t: lab for t, lab in zip(shown, labels)}            # a theme's last label in the profile
+        inputs = [spec.input_template.format(**{field: self._text(t, rng)}) for t in asked]
+        answers = [encode(newest[t]) + [tok.eos_token_id] for t in asked]
+        longest = max(range(questions), key=lambda q: len(encode(inputs[q])) + len(answers[q]))
+        prompt = build_prompt(spec, inputs[longest], items, tok.model_max_length - len(answers[longest]) - 1,
+                              encode, tok.decode)
+        *profile, (last, _) = prompt.segments
+        if last != f". {inputs[longest]}":
+            raise ValueError(f"backbone.reader: {spec.name}'s prompt does not end with its task input; "
+                             "the layout stage cannot ask it several questions")
         ids, targets, seen = [tok.bos_token_id], [-100], set()
         asks = label_follows_text(spec)
-        for text, is_label in prompt.segments:
+        for text, is_label in profile:
             seg = encode(text)
             ids += seg
             targets += seg if is_label and asks and text in seen else [-100] * len(seg)
             seen |= {text} if is_label else set()
-        return ids + answer, targets + answer
+        blocks = [0] * len(ids)
+        for q, (inp, answer) in enumerate(zip(inputs, answers), 1):
+            seg = encode(f". {inp}")
+            ids += seg + answer
+            targets += [-100] * len(seg) + answer
+            blocks += [q] * (len(seg) + len(answer))
+        return ids, targets, blocks
+
+    @staticmethod
+    def _drift(rng: random.Random, spec, shown: list[int], asked: int, labels: list[str]) -> list[str]:
+        """The asked theme's items from a random one of them on (not the first) take a new
+        label, as a user's habit drifts: the newest item's label is the answer. Unchanged where
+        the theme is shown once or every label is in use."""
+        spots = [i for i, t in enumerate(shown) if t == asked]
+        spare = [lab for lab in spec.labels if lab not in labels]
+        if len(spots) < 2 or not spare:
+            return labels
+        cut, new = spots[rng.randrange(1, len(spots))], rng.choice(spare)
+        return [new if t == asked and i >= cut else lab for i, (t, lab) in enumerate(zip(shown, labels))]
 
 
 def right_padded(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
@@ -302,14 +338,33 @@ def right_padded(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def tree_batch(examples: list[tuple[list[int], list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """A training batch of (token ids, labels, blocks) rows, padded on the right. A token
+    sees the block-0 tokens before it and the tokens of its own block before it (a 4-D
+    attention mask), and every block's positions go on from block 0's end: each block reads
+    as if it alone followed block 0."""
+    batch = right_padded([(ids, targets) for ids, targets, _ in examples], pad)
+    width = batch["input_ids"].shape[1]
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(examples), 1, 1, 1)   # padding sees itself
+    positions = torch.zeros(len(examples), width, dtype=torch.long)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    for row, (_, _, blocks) in enumerate(examples):
+        b, n = torch.tensor(blocks), len(blocks)
+        mask[row, 0, :n, :n] = ((b[:, None] == b[None, :]) | (b[None, :] == 0)) & causal[:n, :n]
+        start = {int(k): i for i, k in reversed(list(enumerate(blocks)))}        # each block's first token
+        profile = int((b == 0).sum())
+        positions[row, :n] = torch.tensor([i if k == 0 else profile + i - start[k] for i, k in enumerate(blocks)])
+    return {**batch, "attention_mask": mask, "position_ids": positions}
+
+
 @torch.no_grad()
 def recall_accuracy(model, batches: list[dict[str, torch.Tensor]]) -> float:
     """Share of answers the model predicts (one question per prompt, greedy)."""
     model.eval()
     right = total = 0
     for b in batches:
-        logits, labels = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1], \
-            b["labels"][:, 1:]
+        logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits[:, :-1]
+        labels = b["labels"][:, 1:]
         answer = labels != -100
         right += int((logits.argmax(-1)[answer] == labels[answer]).sum())
         total += int(answer.sum())
@@ -382,17 +437,20 @@ def held_out_recall(model, tokenizer, cfg: ReaderConfig) -> dict[str, dict[str, 
 
 def _layout_stage(model, tokenizer, cfg: ReaderConfig, progress: bool) -> dict:
     """Train on `LayoutPrompts` of `cfg.tasks` (each prompt's task drawn uniformly) for
-    `layout_steps` steps; loss on the answers (and on LaMP-2's repeated labels). Returns the
+    `layout_steps` steps; loss on the answers (and on LaMP-2's repeated labels), each task's
+    mean over its answers weighing the same (LaMP-2 asks ~30 a prompt, LaMP-3 one). Returns the
     loss curve and the held-out answer accuracy per task (first token, 192 prompts)."""
     from tqdm.auto import tqdm
 
     from components.backbone.embedded import _length_buckets
+    from components.lamp.prompts import label_follows_text
     from components.lamp.tasks import get_task
     from components.stopping import stop_if_requested
 
     specs = [get_task(t) for t in cfg.tasks]
     prompts, rng, pad = LayoutPrompts(cfg, tokenizer, specs), random.Random(cfg.seed + 1), tokenizer.pad_token_id
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    questions = {spec.name: 1 if label_follows_text(spec) else cfg.layout_questions for spec in specs}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.layout_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
                                               * 0.5 * (1 + math.cos(math.pi * s / cfg.layout_steps)))
     model.train()
@@ -401,14 +459,19 @@ def _layout_stage(model, tokenizer, cfg: ReaderConfig, progress: bool) -> dict:
                mininterval=2)
     for step in bar:
         stop_if_requested()
-        batch = [prompts.example(rng, rng.choice(specs)) for _ in range(cfg.layout_batch_size)]
-        total, value = sum(sum(1 for t in lab[1:] if t != -100) for _, lab in batch), 0.0
+        drawn = [rng.choice(specs) for _ in range(cfg.layout_batch_size)]
+        by_task = {spec.name: [prompts.example(rng, spec, questions[spec.name]) for s in drawn if s is spec]
+                   for spec in specs}
+        groups = [batch for batch in by_task.values() if batch]
+        value = 0.0
         opt.zero_grad(set_to_none=True)
-        for micro in _length_buckets(batch, 8192):
-            padded = right_padded(micro, pad)
-            loss = model(**padded).loss * (int((padded["labels"][:, 1:] != -100).sum()) / total)
-            loss.backward()
-            value += float(loss.detach())
+        for batch in groups:                      # each task weighs the same, however many answers it asks
+            total = sum(sum(1 for t in lab[1:] if t != -100) for _, lab, _ in batch) * len(groups)
+            for micro in _length_buckets(batch, 8192):
+                padded = tree_batch(micro, pad)
+                loss = model(**padded).loss * (int((padded["labels"][:, 1:] != -100).sum()) / total)
+                loss.backward()
+                value += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -427,7 +490,7 @@ def layout_recall(model, prompts: LayoutPrompts, specs) -> dict[str, float]:
         batches = []
         for _ in range(6):
             rows = []
-            for ids, targets in (prompts.example(rng, spec) for _ in range(32)):
+            for ids, targets, _ in (prompts.example(rng, spec) for _ in range(32)):
                 first = len(targets) - 1                   # the answer: the last run of targets
                 while targets[first - 1] != -100:
                     first -= 1

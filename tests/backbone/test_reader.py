@@ -145,7 +145,7 @@ def test_layout_prompts_ask_for_the_fresh_label_of_a_shown_theme_in_the_task_tem
     rng = random.Random(0)
     for spec, repeats in ((lamp2, True), (lamp3, False)):
         for _ in range(20):
-            ids, targets = prompts.example(rng, spec)
+            ids, targets, _ = prompts.example(rng, spec)
             text = tokenizer.decode(ids)
             assert spec.input_template.split("{")[0].strip()[:40].lower() in text.lower()   # LaMP's instruction
             first = len(targets) - 1
@@ -158,6 +158,47 @@ def test_layout_prompts_ask_for_the_fresh_label_of_a_shown_theme_in_the_task_tem
             assert bool(asked) == repeats                         # LaMP-2: repeated labels are questions too
     with pytest.raises(ValueError, match="LaMP-5"):
         LayoutPrompts(ReaderConfig(), tokenizer, [get_task("LaMP-5")])
+
+
+def test_layout_drift_gives_the_asked_theme_a_new_label_from_one_of_its_later_items_on():
+    from components.backbone.reader import LayoutPrompts
+    from components.lamp.tasks import get_task
+
+    lamp2, rng = get_task("LaMP-2"), random.Random(0)
+    shown, labels = [0, 1, 0, 0, 1, 0], ["comedy", "action", "comedy", "comedy", "action", "comedy"]
+    cuts = set()
+    for _ in range(50):
+        out = LayoutPrompts._drift(rng, lamp2, shown, 0, labels)
+        changed = [i for i, (old, new) in enumerate(zip(labels, out)) if old != new]
+        assert changed and changed == [i for i in (2, 3, 5) if i >= changed[0]]   # a later item of theme 0 on
+        assert len({out[i] for i in changed}) == 1 and out[changed[0]] not in labels   # one label not in use
+        cuts.add(changed[0])
+    assert cuts == {2, 3, 5}
+    assert LayoutPrompts._drift(rng, lamp2, [0, 1], 0, ["comedy", "action"]) == ["comedy", "action"]   # shown once
+
+
+def test_questions_on_one_profile_read_as_prompts_of_their_own(reader):
+    from components.backbone.reader import LayoutPrompts, tree_batch
+    from components.lamp.tasks import get_task
+
+    model, tokenizer = reader
+    model.eval()
+    lamp3 = get_task("LaMP-3")
+    prompts = LayoutPrompts(ReaderConfig(), tokenizer, [lamp3])
+    examples = [prompts.example(random.Random(seed), lamp3, questions=3) for seed in range(2)]
+    batch = tree_batch(examples, tokenizer.pad_token_id)
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for row, (ids, targets, blocks) in enumerate(examples):
+            assert sorted(set(blocks)) == [0, 1, 2, 3]
+            profile = [i for i, b in zip(ids, blocks) if b == 0]
+            for q in (1, 2, 3):
+                block = [i for i, b in zip(ids, blocks) if b == q]
+                answer = [t for t, b in zip(targets, blocks) if b == q and t != -100]
+                assert tokenizer.decode(answer[:-1]).strip() in lamp3.labels
+                alone = model(input_ids=torch.tensor([profile + block])).logits[0, len(profile):]
+                where = [i for i, b in enumerate(blocks) if b == q]
+                torch.testing.assert_close(packed[row, where], alone, atol=1e-4, rtol=1e-4)
 
 
 def test_the_layout_stage_trains_and_reports_held_out_answers():
