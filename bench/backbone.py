@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import statistics
 import sys
@@ -109,13 +108,14 @@ def main() -> None:
     args = ap.parse_args()
 
     import flows  # noqa: F401  (environment defaults)
-    from components.config import load_profile
+    from components.config import load_profile, with_overrides
     from components.lamp.tasks import get_task
     from components.storage.files import write_json_atomic
 
     profile = load_profile(None, ROOT / "params.yaml")
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    base = dataclasses.replace(profile.backbone.embedded.to_config(), **overrides)
+    embedded = with_overrides(profile.backbone.embedded, args.set, "backbone.embedded")
+    base, overrides = embedded.to_config(), {k: v for k, v in embedded.model_dump().items()
+                                             if v != profile.backbone.embedded.model_dump()[k]}
     reader = profile.backbone.reader.to_config()
     reader = dataclasses.replace(reader, path=str(Path(args.reader).resolve() if args.reader
                                                   else reader.directory(ROOT)))

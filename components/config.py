@@ -352,6 +352,29 @@ def load_profile(name: str | None = None, params_file: str | Path | None = None)
     return Profile(name=name, **profiles[name])
 
 
+def with_overrides(settings: _Strict, items: list[str], where: str) -> _Strict:
+    """`settings` with KEY=VALUE overrides (VALUE parsed as JSON, else kept as text),
+    validated like params.yaml; an unknown key or a bad value names `where` and the key."""
+    import json
+
+    from pydantic import ValidationError
+
+    update = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{where}: override {item!r} is not KEY=VALUE")
+        try:
+            update[key] = json.loads(value)
+        except json.JSONDecodeError:
+            update[key] = value
+    try:
+        return type(settings)(**{**settings.model_dump(), **update})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{where}: bad override ({problems})") from None
+
+
 def data_paths(root: str | Path = "data") -> dict[str, Path]:
     root = Path(root)
     return {"raw": root / "raw", "validation": root / "validation",

@@ -601,7 +601,7 @@ def load_reader(cfg: ReaderConfig, seed: int = 0, root: str | Path = "."):
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from components.config import load_profile
+    from components.config import load_profile, with_overrides
 
     ap = argparse.ArgumentParser(description="Build the reader the embedded backbone starts from: MiniLM's first "
                                              "layers as a causal LM, trained on exact then fuzzy in-context recall "
@@ -609,12 +609,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="directory written (default: the profile's backbone.reader.path)")
     ap.add_argument("--profile", help="params.yaml profile (default: its `profile`)")
     ap.add_argument("--repo", default=".", help="repository root holding params.yaml (default: .)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides of backbone.reader (values parsed as JSON, e.g. layout_steps=300 "
+                         "'tasks=[\"LaMP-2\"]'; default: none)")
     ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run its layout and task stages only "
                                                  "(default: build from MiniLM and run every stage)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     profile = load_profile(args.profile, Path(args.repo) / "params.yaml")
-    cfg = profile.backbone.reader.to_config()
+    cfg = with_overrides(profile.backbone.reader, args.set, "backbone.reader").to_config()
     adapt_cfg, synth = profile.backbone.embedded.to_config(), profile.data.synth.to_config()
     if args.init:
         model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)

@@ -114,6 +114,21 @@ def test_stages_must_line_up(tmp_path):
         load_profile("demo", tmp_path / "params.yaml")
 
 
+def test_command_line_overrides_are_validated_like_params_yaml():
+    from components.config import ReaderSettings, with_overrides
+
+    base = ReaderSettings()
+    cfg = with_overrides(base, ["layout_steps=300", 'tasks=["LaMP-3"]', "layout_items=[4, 9]"], "backbone.reader")
+    assert (cfg.layout_steps, cfg.tasks, cfg.layout_items, cfg.lr) == (300, ("LaMP-3",), (4, 9), base.lr)
+    assert cfg.to_config().layout_items == (4, 9)
+    with pytest.raises(ValueError, match="backbone.reader.*layout_stepz"):
+        with_overrides(base, ["layout_stepz=3"], "backbone.reader")
+    with pytest.raises(ValueError, match="backbone.reader.*layout_drift"):
+        with_overrides(base, ["layout_drift=2"], "backbone.reader")
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        with_overrides(base, ["layout_steps"], "backbone.reader")
+
+
 def test_the_task_stage_trains_on_users_of_another_seed_and_the_card_says_so(tmp_path):
     from dataclasses import replace
 
