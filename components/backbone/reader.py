@@ -10,7 +10,10 @@ step). It is then trained on associative recall, first *exact* (an item's key is
 word, the query the same word), then *fuzzy* (an item is a short text on a theme, the
 query another text on the same theme): random-initialised models never start matching by
 theme, MiniLM's layers do, once the exact phase has formed the copy circuit
-(`docs/experiments.md`, "Learning in-context recall").
+(`docs/experiments.md`, "Learning in-context recall"). A *layout* stage then trains the
+same recall inside the tasks' own prompts (LaMP's template, instruction and label list,
+every theme a fresh label of the task): what carries the circuit into the prompts the
+backbone is asked (`docs/experiments.md`, "Recall in LaMP's own prompt").
 
 The result is a standard transformers model with its tokenizer, saved with
 `save_pretrained` and loaded by path like any hub checkpoint: the embedded backbone
