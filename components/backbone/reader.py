@@ -607,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     from components.config import load_profile, with_overrides
 
     ap = argparse.ArgumentParser(description="Build the reader the embedded backbone starts from: MiniLM's first "
-                                             "layers as a causal LM, trained on exact then fuzzy in-context recall "
-                                             "(settings: backbone.reader in params.yaml).")
+                                             "layers as a causal LM, trained on exact then fuzzy in-context recall, "
+                                             "then on recall inside the tasks' own prompts (settings: "
+                                             "backbone.reader in params.yaml).")
     ap.add_argument("--out", help="directory written (default: the profile's backbone.reader.path)")
     ap.add_argument("--profile", help="params.yaml profile (default: its `profile`)")
     ap.add_argument("--repo", default=".", help="repository root holding params.yaml (default: .)")
