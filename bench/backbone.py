@@ -113,9 +113,10 @@ def main() -> None:
     from components.storage.files import write_json_atomic
 
     profile = load_profile(None, ROOT / "params.yaml")
-    embedded = with_overrides(profile.backbone.embedded, args.set, "backbone.embedded")
-    base, overrides = embedded.to_config(), {k: v for k, v in embedded.model_dump().items()
-                                             if v != profile.backbone.embedded.model_dump()[k]}
+    embedded, defaults = with_overrides(profile.backbone.embedded, args.set, "backbone.embedded"), \
+        profile.backbone.embedded.model_dump()
+    base = embedded.to_config()
+    overrides = {k: v for k, v in embedded.model_dump().items() if v != defaults[k]}
     reader = profile.backbone.reader.to_config()
     reader = dataclasses.replace(reader, path=str(Path(args.reader).resolve() if args.reader
                                                   else reader.directory(ROOT)))
