@@ -119,8 +119,11 @@ class ReaderSettings(_Strict):
     theme_words: int = Field(4, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=1)
-    layout_steps: int = Field(0, ge=0, description="then recall in the tasks' own prompts: items on a few themes, "
-                                                   "each theme a fresh label of the task, the question on one")
+    layout_steps: tuple[int, ...] = Field((), description="then recall in the tasks' own prompts, per stage in turn "
+                                                          "(a number: one stage): items on a few themes, each "
+                                                          "theme a fresh label of the task, the question on one")
+    layout_tasks: tuple[tuple[str, ...], ...] = Field((), description="per layout stage, the tasks its prompts are "
+                                                                      "drawn from (empty: every stage on `tasks`)")
     layout_lr: float = Field(3e-4, gt=0, description="the layout stage's peak learning rate")
     layout_batch_size: int = Field(16, ge=1)
     layout_items: tuple[int, int] = Field((6, 14), description="items per layout prompt (least, most)")
@@ -145,7 +148,20 @@ class ReaderSettings(_Strict):
         if not len(self.orders) == len(self.exact_steps) == len(self.fuzzy_steps):
             raise ValueError(f"orders, exact_steps and fuzzy_steps need one entry per stage, got {len(self.orders)}, "
                              f"{len(self.exact_steps)} and {len(self.fuzzy_steps)}")
+        if self.layout_tasks and len(self.layout_tasks) != len(self.layout_steps):
+            raise ValueError(f"layout_tasks needs one entry per layout stage: got {len(self.layout_tasks)} for "
+                             f"{len(self.layout_steps)} layout_steps")
+        if any(s < 1 for s in self.layout_steps):
+            raise ValueError(f"layout_steps must be positive, got {list(self.layout_steps)}")
+        unknown = {t for stage in self.layout_tasks for t in stage} - set(self.tasks)
+        if unknown:
+            raise ValueError(f"layout_tasks names {sorted(unknown)}, not among tasks {list(self.tasks)}")
         return self
+
+    @field_validator("layout_steps", mode="before")
+    @classmethod
+    def _one_stage(cls, value):
+        return ((value,) if value else ()) if isinstance(value, int) else value
 
     def to_config(self):
         from components.backbone.reader import ReaderConfig

@@ -60,7 +60,8 @@ class ReaderConfig:
     theme_words: int = 4              # of them on the item's theme
     lr: float = 1e-3
     warmup_steps: int = 50
-    layout_steps: int = 0             # then recall in the tasks' own prompts (LayoutPrompts)
+    layout_steps: tuple[int, ...] = ()   # then recall in the tasks' own prompts (LayoutPrompts), per stage in turn
+    layout_tasks: tuple[tuple[str, ...], ...] = ()   # per layout stage, the tasks drawn from (none: `tasks`)
     layout_lr: float = 3e-4           # at 1e-3 the transition to reading came in one run of seven
     layout_batch_size: int = 16
     layout_items: tuple[int, int] = (6, 14)   # items per layout prompt
@@ -413,12 +414,12 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, sy
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", stage=f"{order} {'exact' if exact else 'fuzzy'}")
     bar.close()
-    layout = _layout_stage(model, tokenizer, cfg, progress) if cfg.layout_steps else None
+    layout = layout_stages(model, tokenizer, cfg, progress)
     tasks = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, progress) if cfg.task_steps else None
     recall = held_out_recall(model, tokenizer, cfg)
     card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
-            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "layout_stage": layout,
+            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "layout_stages": layout,
             "task_stage": tasks}
     log.info("reader: held-out recall %s (chance %.3f) after %d steps, %.0f s",
              json.dumps(recall), 1 / cfg.items, len(losses), card["train_seconds"])
@@ -438,11 +439,29 @@ def held_out_recall(model, tokenizer, cfg: ReaderConfig) -> dict[str, dict[str, 
     return recall
 
 
-def _layout_stage(model, tokenizer, cfg: ReaderConfig, progress: bool) -> dict:
-    """Train on `LayoutPrompts` of `cfg.tasks` (each prompt's task drawn uniformly) for
-    `layout_steps` steps; loss on the answers (and on LaMP-2's repeated labels), each task's
-    mean over its answers weighing the same (LaMP-2 asks ~30 a prompt, LaMP-3 one). Returns the
-    loss curve and the held-out answer accuracy per task (first token, 192 prompts)."""
+def layout_stages(model, tokenizer, cfg: ReaderConfig, progress: bool) -> list[dict]:
+    """The layout stages in turn (`layout_steps`, `layout_tasks`), each with its own warm-up
+    and cosine schedule; after each, the held-out answers of every task in `cfg.tasks`, so
+    the card shows what a later stage keeps of an earlier one."""
+    from components.lamp.tasks import get_task
+
+    specs = [get_task(t) for t in cfg.tasks]
+    stages = []
+    for index, steps in enumerate(cfg.layout_steps):
+        tasks = cfg.layout_tasks[index] if cfg.layout_tasks else cfg.tasks
+        stage = _layout_stage(model, tokenizer, cfg, tasks, steps, index, progress)
+        stage["held_out"] = layout_recall(model, LayoutPrompts(cfg, tokenizer, specs), specs)
+        log.info("reader: layout stage %d (%s, %d steps): held-out answers %s", index + 1, ", ".join(tasks), steps,
+                 json.dumps(stage["held_out"]))
+        stages.append(stage)
+    return stages
+
+
+def _layout_stage(model, tokenizer, cfg: ReaderConfig, tasks: tuple[str, ...], steps: int, index: int,
+                  progress: bool) -> dict:
+    """Train on `LayoutPrompts` of `tasks` (each prompt's task drawn uniformly) for `steps`
+    steps; loss on the answers (and on LaMP-2's repeated labels), each task's mean over its
+    answers weighing the same (LaMP-2 asks ~30 a prompt, LaMP-3 one). Returns the loss curve."""
     from tqdm.auto import tqdm
 
     from components.backbone.embedded import _length_buckets
@@ -450,15 +469,15 @@ def _layout_stage(model, tokenizer, cfg: ReaderConfig, progress: bool) -> dict:
     from components.lamp.tasks import get_task
     from components.stopping import stop_if_requested
 
-    specs = [get_task(t) for t in cfg.tasks]
-    prompts, rng, pad = LayoutPrompts(cfg, tokenizer, specs), random.Random(cfg.seed + 1), tokenizer.pad_token_id
+    specs = [get_task(t) for t in tasks]
+    prompts, rng, pad = LayoutPrompts(cfg, tokenizer, specs), random.Random(cfg.seed + 1 + index), tokenizer.pad_token_id
     questions = {spec.name: 1 if label_follows_text(spec) else cfg.layout_questions for spec in specs}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.layout_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
-                                              * 0.5 * (1 + math.cos(math.pi * s / cfg.layout_steps)))
+                                              * 0.5 * (1 + math.cos(math.pi * s / steps)))
     model.train()
     losses, start = [], time.perf_counter()
-    bar = tqdm(range(cfg.layout_steps), desc="reader: recall in the tasks' prompts", disable=not progress,
+    bar = tqdm(range(steps), desc=f"reader: recall in the prompts of {', '.join(tasks)}", disable=not progress,
                mininterval=2)
     for step in bar:
         stop_if_requested()
@@ -481,8 +500,7 @@ def _layout_stage(model, tokenizer, cfg: ReaderConfig, progress: bool) -> dict:
         losses.append(value)
         if step % 20 == 19:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
-    return {"tasks": list(cfg.tasks), "steps": cfg.layout_steps, "train_seconds": time.perf_counter() - start,
-            "loss_curve": losses, "held_out": layout_recall(model, prompts, specs)}
+    return {"tasks": list(tasks), "steps": steps, "train_seconds": time.perf_counter() - start, "loss_curve": losses}
 
 
 def layout_recall(model, prompts: LayoutPrompts, specs) -> dict[str, float]:
@@ -555,7 +573,7 @@ def model_card(card: dict, out: Path) -> str:
     """The model card (README.md) of a saved reader, from its `reader.json`."""
     import hashlib
 
-    cfg, tasks, layout = card["config"], card.get("task_stage") or {}, card.get("layout_stage") or {}
+    cfg, tasks = card["config"], card.get("task_stage") or {}
     digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     recall = "; ".join(f"{order}: exact {r['exact']:.3f}, fuzzy {r['fuzzy']:.3f}"
                        for order, r in card["held_out_recall"].items())
@@ -565,11 +583,12 @@ def model_card(card: dict, out: Path) -> str:
                  f"{tasks['questions']} training questions of synthetic users generated with seed "
                  f"{tasks['data_seed']} (never the demo's users), {tasks['train_seconds'] / 60:.0f} min.\n"
                  if tasks else "")
-    layout_line = (f"- Layout stage: {layout['steps']} steps of {cfg['layout_batch_size']} recall prompts in the "
-                   f"templates of {', '.join(layout['tasks'])} (fresh labels per theme), "
-                   f"{layout['train_seconds'] / 60:.0f} min; held-out answers "
-                   + ", ".join(f"{t} {v:.3f}" for t, v in layout["held_out"].items()) + ".\n"
-                   if layout else "")
+    layout_line = "".join(
+        f"- Layout stage {i + 1}: {stage['steps']} steps of {cfg['layout_batch_size']} recall prompts in the "
+        f"templates of {', '.join(stage['tasks'])} (fresh labels per theme, lr {cfg['layout_lr']}), "
+        f"{stage['train_seconds'] / 60:.0f} min; held-out answers after it "
+        + ", ".join(f"{t} {v:.3f}" for t, v in stage["held_out"].items()) + ".\n"
+        for i, stage in enumerate(card.get("layout_stages") or []))
     init_line = f"- Started from the reader in `{card['init']}` (its recall stages).\n" if card.get("init") else ""
     return f"""# The reader
 
@@ -627,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)
         card = json.loads((Path(args.init) / "reader.json").read_text())
         card["init"] = str(Path(args.init))
-        card["layout_stage"] = _layout_stage(model, tokenizer, cfg, True) if cfg.layout_steps else None
+        card["layout_stages"] = layout_stages(model, tokenizer, cfg, True)
         card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True) if cfg.task_steps else None
         card["config"], card["held_out_recall"] = asdict(cfg), held_out_recall(model, tokenizer, cfg)
         model.eval()

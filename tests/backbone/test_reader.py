@@ -119,7 +119,7 @@ def test_command_line_overrides_are_validated_like_params_yaml():
 
     base = ReaderSettings()
     cfg = with_overrides(base, ["layout_steps=300", 'tasks=["LaMP-3"]', "layout_items=[4, 9]"], "backbone.reader")
-    assert (cfg.layout_steps, cfg.tasks, cfg.layout_items, cfg.lr) == (300, ("LaMP-3",), (4, 9), base.lr)
+    assert (cfg.layout_steps, cfg.tasks, cfg.layout_items, cfg.lr) == ((300,), ("LaMP-3",), (4, 9), base.lr)
     assert cfg.to_config().layout_items == (4, 9)
     with pytest.raises(ValueError, match="backbone.reader.*layout_stepz"):
         with_overrides(base, ["layout_stepz=3"], "backbone.reader")
@@ -216,10 +216,23 @@ def test_questions_on_one_profile_read_as_prompts_of_their_own(reader):
                 torch.testing.assert_close(packed[row, where], alone, atol=1e-4, rtol=1e-4)
 
 
-def test_the_layout_stage_trains_and_reports_held_out_answers():
+def test_the_layout_stages_train_in_turn_and_report_held_out_answers_of_every_task():
     cfg = ReaderConfig(layers=1, orders=("label-first",), exact_steps=(1,), fuzzy_steps=(1,), batch_size=2,
-                       layout_steps=2, layout_batch_size=2, layout_items=(3, 5))
+                       layout_steps=(2, 3), layout_tasks=(("LaMP-3",), ("LaMP-2", "LaMP-3")), layout_batch_size=2,
+                       layout_items=(3, 5))
     _, _, card = pretrain_reader(cfg, progress=False)
-    stage = card["layout_stage"]
-    assert stage["steps"] == 2 and len(stage["loss_curve"]) == 2 and all(v > 0 for v in stage["loss_curve"])
-    assert stage["held_out"].keys() == {"LaMP-2", "LaMP-3"} and all(0 <= v <= 1 for v in stage["held_out"].values())
+    first, second = card["layout_stages"]
+    assert (first["tasks"], first["steps"], second["tasks"], second["steps"]) == (["LaMP-3"], 2, ["LaMP-2", "LaMP-3"], 3)
+    for stage in (first, second):
+        assert len(stage["loss_curve"]) == stage["steps"] and all(v > 0 for v in stage["loss_curve"])
+        assert stage["held_out"].keys() == {"LaMP-2", "LaMP-3"} and all(0 <= v <= 1 for v in stage["held_out"].values())
+
+
+def test_layout_stages_are_checked_against_the_tasks_and_a_number_is_one_stage():
+    from components.config import ReaderSettings
+
+    assert ReaderSettings(layout_steps=300).layout_steps == (300,) and ReaderSettings(layout_steps=0).layout_steps == ()
+    with pytest.raises(ValueError, match="one entry per layout stage"):
+        ReaderSettings(layout_steps=[300, 600], layout_tasks=[["LaMP-3"]])
+    with pytest.raises(ValueError, match="LaMP-5.*not among tasks"):
+        ReaderSettings(layout_steps=[300], layout_tasks=[["LaMP-5"]])
