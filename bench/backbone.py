@@ -120,7 +120,7 @@ def main() -> None:
     reader = profile.backbone.reader.to_config()
     reader = dataclasses.replace(reader, path=str(Path(args.reader).resolve() if args.reader
                                                   else reader.directory(ROOT)))
-    report = {"split": args.split, "overrides": overrides, "reader": str(reader.directory()), "seeds": args.seeds, "tasks": {}}
+    report = {"split": args.split, "limit": args.limit, "overrides": overrides, "reader": str(reader.directory()), "seeds": args.seeds, "tasks": {}}
     for task in args.tasks or profile.tasks:
         spec = get_task(task)
         per_seed = {seed: run_seed(spec, dataclasses.replace(base, seed=seed), reader, args.split, args.limit,
