@@ -1,6 +1,6 @@
 """Benchmark: how much does the demo backbone read its user context?
 
-Trains the embedded backbone once per task and seed (settings from params.yaml, overridden
+Task-adapts the shipped reader once per task and seed (settings from params.yaml, overridden
 with --set), then scores on one split: no history, random-4, BM25-4, dense-4 and full
 context (the task's official metric), and recall-4 with fresh labels: BM25's best item for
 the input among three others from the half of the profile least like the input, every label
@@ -12,14 +12,13 @@ as JSON.
 Choose settings on time/dev (the default); read time/test once for a reported run.
 Needs the demo data (`dvc repro prepare`).
 
-    python bench/backbone.py --tasks LaMP-2 LaMP-3 --seeds 0 1 2 [--split time/test] [--set task_steps=900]
+    python bench/backbone.py --tasks LaMP-2 LaMP-3 --seeds 0 1 2 [--split time/test] [--set steps=600]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import random
 import statistics
 import sys
@@ -57,8 +56,8 @@ def recall_at_k(spec, backbone, questions, k: int, seed: int = 0) -> dict[str, f
     return {"exact": exact, "shown": shown, "chance": 1 / k, "n": len(cases)}
 
 
-def run_seed(spec, cfg, split: str, limit: int | None, save: Path | None = None) -> dict[str, float]:
-    """Train one backbone (saved to `save` if given) and score it: {row: figure}."""
+def run_seed(spec, cfg, reader, split: str, limit: int | None, save: Path | None = None) -> dict[str, float]:
+    """Task-adapt the reader once (saved to `save` if given) and score it: {row: figure}."""
     from components.backbone.embedded import train_embedded_backbone
     from components.evaluation.harness import evaluate
     from components.lamp.io import read_golds, read_questions
@@ -66,7 +65,8 @@ def run_seed(spec, cfg, split: str, limit: int | None, save: Path | None = None)
     from components.methods import build_method
 
     qfile, ofile = split_files(spec.name, "time/train", ROOT / "data")
-    backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), read_golds(ofile, spec), cfg)
+    backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), read_golds(ofile, spec), cfg,
+                                              reader=reader)
     if save is not None:
         from components.backbone.model import save_backbone
 
@@ -100,24 +100,30 @@ def main() -> None:
     ap.add_argument("--split", default="time/dev", help="split scored (default: time/dev; time/test once at the end)")
     ap.add_argument("--limit", type=int, default=None, help="score the first N questions only (default: all)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="overrides of backbone.embedded (values parsed as JSON, e.g. task_steps=900)")
+                    help="overrides of backbone.embedded (values parsed as JSON, e.g. steps=600)")
+    ap.add_argument("--reader", metavar="DIR", help="the reader to start from (default: backbone.reader.path)")
     ap.add_argument("--save", metavar="DIR", help="also save each backbone to DIR/<task>-seed<N> (save_pretrained)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "bench-backbone.json"),
                     help="JSON written (default: reports/bench-backbone.json)")
     args = ap.parse_args()
 
     import flows  # noqa: F401  (environment defaults)
-    from components.config import load_profile
+    from components.config import load_profile, with_overrides
     from components.lamp.tasks import get_task
     from components.storage.files import write_json_atomic
 
     profile = load_profile(None, ROOT / "params.yaml")
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    base = dataclasses.replace(profile.backbone.embedded.to_config(), **overrides)
-    report = {"split": args.split, "overrides": overrides, "seeds": args.seeds, "tasks": {}}
+    embedded, defaults = with_overrides(profile.backbone.embedded, args.set, "backbone.embedded"), \
+        profile.backbone.embedded.model_dump()
+    base = embedded.to_config()
+    overrides = {k: v for k, v in embedded.model_dump().items() if v != defaults[k]}
+    reader = profile.backbone.reader.to_config()
+    reader = dataclasses.replace(reader, path=str(Path(args.reader).resolve() if args.reader
+                                                  else reader.directory(ROOT)))
+    report = {"split": args.split, "limit": args.limit, "overrides": overrides, "reader": str(reader.directory()), "seeds": args.seeds, "tasks": {}}
     for task in args.tasks or profile.tasks:
         spec = get_task(task)
-        per_seed = {seed: run_seed(spec, dataclasses.replace(base, seed=seed), args.split, args.limit,
+        per_seed = {seed: run_seed(spec, dataclasses.replace(base, seed=seed), reader, args.split, args.limit,
                                    Path(args.save) / f"{spec.name}-seed{seed}" if args.save else None)
                     for seed in args.seeds}
         summary = report["tasks"][spec.name] = summarise(per_seed)

@@ -69,33 +69,32 @@ class PrepareSettings(_Strict):
 
 
 class EmbeddedSettings(_Strict):
-    hidden_size: int = Field(128, ge=8)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(512, ge=8)
-    max_length: int = Field(512, ge=64, description="positions, and the prompt limit")
-    lm_steps: int = Field(100, ge=0, description="phase 1: language modelling on corpus prompts")
-    task_steps: int = Field(900, ge=1, description="phase 2: task adaptation with k retrieved items")
+    max_length: int = Field(512, ge=64, description="the prompt limit (at most the reader's positions)")
+    steps: int = Field(150, ge=1, description="task adaptation steps")
     batch_size: int = Field(16, ge=1)
     tokens_per_microbatch: int = Field(4096, ge=64)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-4, gt=0)
     warmup_steps: int = Field(30, ge=0)
     k_max: int = Field(8, ge=1)
     mix_none: float = Field(0.10, ge=0, le=1)
-    mix_bm25: float = Field(0.45, ge=0, le=1)
-    mix_random: float = Field(0.25, ge=0, le=1)
-    mix_planted: float = Field(0.0, ge=0, le=1, description="BM25's best item among k-1 random others")
-    planted_shuffle: bool = Field(False, description="planted prompts in random order instead of date order")
-    mix_recall: float = Field(0.0, ge=0, le=1, description="recall prompts: BM25's best item among k-1 others, "
-                                                          "each relabelled afresh, in random order")
-    profile_label_loss: bool = True
+    mix_bm25: float = Field(0.30, ge=0, le=1)
+    mix_random: float = Field(0.10, ge=0, le=1)
+    mix_recall: float = Field(0.25, ge=0, le=1, description="recall prompts: BM25's best item among k-1 others, "
+                                                           "each relabelled afresh, in random order")
+    history_examples: bool = True
+    history_share: float = Field(0.5, ge=0, le=1)
+    profile_label_loss: bool = Field(False, description="loss on the profile's labels too (they can be memorised: "
+                                                        "the time split's questions come from the training users)")
+    permute_labels: float = Field(0.0, ge=0, le=1, description="share of prompts with history whose labels are "
+                                  "renamed by one random permutation (profile and answer), with loss on the "
+                                  "profile's labels: only reading the items answers them")
     seed: int = 0
 
     @model_validator(mode="after")
     def _mix_fits(self):
-        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_planted + self.mix_recall
+        total = self.mix_none + self.mix_bm25 + self.mix_random + self.mix_recall
         if total > 1 + 1e-9:
-            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_planted + mix_recall = {total:g} > 1 "
+            raise ValueError(f"mix_none + mix_bm25 + mix_random + mix_recall = {total:g} > 1 "
                              "(the rest of the training prompts show every item that fits)")
         return self
 
@@ -106,7 +105,8 @@ class EmbeddedSettings(_Strict):
 
 
 class ReaderSettings(_Strict):
-    path: str = Field(".state/reader", description="where `python -m components.backbone.reader` writes it")
+    path: str = Field("components/backbone/shipped-reader",
+                      description="the reader the embedded backbone starts from (relative: to the repository)")
     layers: int = Field(3, ge=1, le=6, description="MiniLM's first layers kept")
     orders: tuple[Literal["label-first", "label-last", "mixed"], ...] = ("label-first", "mixed")
     exact_steps: tuple[int, ...] = Field((80, 200), description="per stage: exact recall steps (the copy circuit)")
@@ -119,6 +119,26 @@ class ReaderSettings(_Strict):
     theme_words: int = Field(4, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=1)
+    layout_steps: tuple[int, ...] = Field((), description="then recall in the tasks' own prompts, per stage in turn "
+                                                          "(a number: one stage): items on a few themes, each "
+                                                          "theme a fresh label of the task, the question on one")
+    layout_tasks: tuple[tuple[str, ...], ...] = Field((), description="per layout stage, the tasks its prompts are "
+                                                                      "drawn from (empty: every stage on `tasks`)")
+    layout_lr: float = Field(3e-4, gt=0, description="the layout stage's peak learning rate")
+    layout_batch_size: int = Field(16, ge=1)
+    layout_items: tuple[int, int] = Field((6, 14), description="items per layout prompt (least, most)")
+    layout_themes: tuple[int, int] = Field((2, 5), description="themes among them (least, most)")
+    layout_drift: float = Field(0.0, ge=0, le=1, description="share of layout prompts whose asked theme changes "
+                                                             "label midway (the newest label answers)")
+    layout_questions: int = Field(1, ge=1, description="questions asked on one profile, each seeing the profile "
+                                                       "and itself only, for tasks whose labels precede their "
+                                                       "texts (LaMP-3: one answer a prompt otherwise)")
+    task_steps: int = Field(0, ge=0, description="then steps on the tasks' prompts, from synthetic users of "
+                                                 "data_seed (backbone.embedded's mix)")
+    task_lr: float = Field(3e-4, gt=0)
+    task_profile_labels: bool = Field(True, description="task stage: loss on the profile's labels too")
+    tasks: tuple[str, ...] = ("LaMP-2", "LaMP-3")
+    data_seed: int = Field(1000, description="seed of the task stage's users (not the demo's data.synth.seed)")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -128,7 +148,20 @@ class ReaderSettings(_Strict):
         if not len(self.orders) == len(self.exact_steps) == len(self.fuzzy_steps):
             raise ValueError(f"orders, exact_steps and fuzzy_steps need one entry per stage, got {len(self.orders)}, "
                              f"{len(self.exact_steps)} and {len(self.fuzzy_steps)}")
+        if self.layout_tasks and len(self.layout_tasks) != len(self.layout_steps):
+            raise ValueError(f"layout_tasks needs one entry per layout stage: got {len(self.layout_tasks)} for "
+                             f"{len(self.layout_steps)} layout_steps")
+        if any(s < 1 for s in self.layout_steps):
+            raise ValueError(f"layout_steps must be positive, got {list(self.layout_steps)}")
+        unknown = {t for stage in self.layout_tasks for t in stage} - set(self.tasks)
+        if unknown:
+            raise ValueError(f"layout_tasks names {sorted(unknown)}, not among tasks {list(self.tasks)}")
         return self
+
+    @field_validator("layout_steps", mode="before")
+    @classmethod
+    def _one_stage(cls, value):
+        return ((value,) if value else ()) if isinstance(value, int) else value
 
     def to_config(self):
         from components.backbone.reader import ReaderConfig
@@ -333,6 +366,29 @@ def load_profile(name: str | None = None, params_file: str | Path | None = None)
     if name not in profiles:
         raise KeyError(f"{path}: no profile {name!r}; defined: {', '.join(profiles)}")
     return Profile(name=name, **profiles[name])
+
+
+def with_overrides(settings: _Strict, items: list[str], where: str) -> _Strict:
+    """`settings` with KEY=VALUE overrides (VALUE parsed as JSON, else kept as text),
+    validated like params.yaml; an unknown key or a bad value names `where` and the key."""
+    import json
+
+    from pydantic import ValidationError
+
+    update = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{where}: override {item!r} is not KEY=VALUE")
+        try:
+            update[key] = json.loads(value)
+        except json.JSONDecodeError:
+            update[key] = value
+    try:
+        return type(settings)(**{**settings.model_dump(), **update})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{where}: bad override ({problems})") from None
 
 
 def data_paths(root: str | Path = "data") -> dict[str, Path]:

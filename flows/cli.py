@@ -182,6 +182,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     for task, table in tables.items():
         print(f"## {task}\n{table}\n")
     print(f"report: {args.reports}/report.md, {args.reports}/report.html (also in MLflow, run report-<task>)")
+    if args.readme:
+        from components.evaluation.readme import update_readme
+
+        try:
+            print(f"results section of {update_readme(args.readme, args.reports)} regenerated from {args.reports}/")
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -235,7 +243,7 @@ def cmd_params(args: argparse.Namespace) -> int:
     from components.methods.accounting import accounting_for
 
     profile = load_profile(args.profile)
-    print(accounting_for(profile.backbone.embedded, args.backbones, args.users, profile.pplug.bridge_rank,
+    print(accounting_for(profile.backbone.reader.to_config().directory(), args.backbones, args.users, profile.pplug.bridge_rank,
                          profile.tap_per.configs()[0]))
     return 0
 
@@ -438,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write reports/report.{md,html} (tables, Pareto plots, published numbers) "
                                       "from reports/summary.json and log them to MLflow")
     p.add_argument("--reports", default="reports", help="folder holding summary.json; the report goes there too")
+    p.add_argument("--readme", nargs="?", const="README.md", default=None, metavar="FILE",
+                   help="also regenerate the results section of FILE (default when given bare: README.md) from "
+                        "the reports folder (default: leave it alone)")
     p.set_defaults(func=cmd_report)
 
     us = sub.add_parser("users", help="the user lifecycle: onboard new users, forget a user (with an audit)")

@@ -6,9 +6,50 @@ from pathlib import Path
 
 import torch
 
-from components.backbone.embedded import build_tokenizer
 from components.backbone.model import Backbone, load_backbone, save_backbone
 from components.lamp.tasks import TASKS
+
+
+def build_tokenizer(corpus: list[str], max_length: int):
+    """A word-level tokenizer over whitespace-separated words (quotes split off)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<bos>", "<eos>"]
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split('"', behavior="isolated")])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tok.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=specials, min_frequency=1))
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                        special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   bos_token="<bos>", eos_token="<eos>", model_max_length=max_length)
+    fast.padding_side = "left"
+    return fast
+
+
+def tiny_reader() -> Path:
+    """An untrained one-layer reader (the embedded backbone's start), saved as the shipped one
+    is; built once per version of the reader's code and shared by the tests that need one."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    from components.backbone import reader
+
+    code = hashlib.sha256(Path(reader.__file__).read_bytes()).hexdigest()[:12]
+    directory = Path(tempfile.gettempdir()) / f"persona-tiny-reader-{code}"
+    if not (directory / "config.json").exists():
+        model, tokenizer = reader.build_reader(layers=1)
+        staging = Path(tempfile.mkdtemp(prefix="tiny-reader-", dir=directory.parent))
+        reader.save_reader(model, tokenizer, {"untrained": True}, staging)
+        try:
+            os.rename(staging, directory)
+        except OSError:                       # another process built it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return directory
 
 
 def tiny_corpus(extra: list[str]) -> list[str]:

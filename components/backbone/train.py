@@ -39,12 +39,15 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         if settings.source == "embedded":
             qfile, ofile = split_files(spec.name, settings.train_split, Path(repo) / "data")
             golds = read_golds(ofile, spec)
+            reader = reader_at(settings.reader.to_config(), repo)
+            weights = reader.directory() / "model.safetensors"       # a rebuilt reader starts afresh
             checkpoints = Checkpoints(checkpoint_path(repo, f"backbone-{spec.name}",
                                                       json.dumps(settings.embedded.model_dump(), sort_keys=True),
+                                                      weights.read_bytes() if weights.exists() else b"",
                                                       qfile.read_bytes(), ofile.read_bytes()),
                                       settings.checkpoint_every, ctx.is_main)
             backbone, stats = train_embedded_backbone(spec, read_questions(qfile, spec), golds,
-                                                      settings.embedded.to_config(), progress, checkpoints)
+                                                      settings.embedded.to_config(), progress, checkpoints, reader)
             curve = stats.pop("loss_curve")
             (work / "loss_curve.json").write_text(json.dumps(curve))
             params = {**stats.pop("config"), "train_split": settings.train_split}
@@ -71,6 +74,13 @@ def train_and_register(task: str, profile: Profile, repo: str | Path = ".", prog
         return {**reg, "metrics": metrics, "rank": 0, "checksum": checksum(backbone.model)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def reader_at(reader, repo: str | Path):
+    """The reader's settings with its path resolved against the repository."""
+    from dataclasses import replace
+
+    return replace(reader, path=str(reader.directory(repo)))
 
 
 def checksum(model) -> float:

@@ -170,7 +170,7 @@ def publish(repo: str | Path = ".", reports: str | Path | None = None) -> dict[s
     files["accounting"] = reports / "accounting.md"
     profile = load_profile(summary.get("profile"), Path(repo) / "params.yaml")
     files["accounting"].write_text("# Per-user parameters and storage\n\n" + accounting_for(
-        profile.backbone.embedded, pplug_bridge_rank=profile.pplug.bridge_rank,
+        profile.backbone.reader.to_config().directory(repo), pplug_bridge_rank=profile.pplug.bridge_rank,
         tap_per=profile.tap_per.configs()[0]) + "\n")
     tables = {}
     for task_name in summary["tasks"]:

@@ -61,6 +61,16 @@ def _item_parts(spec: TaskSpec, item: ProfileItem, text: str) -> list[tuple[str,
     return [(f'"{text}" ', False)]                                   # LaMP-7: past tweets
 
 
+def label_follows_text(spec: TaskSpec) -> bool:
+    """Whether an item's label comes after its text in the prompt (LaMP-2's tags), so that
+    it can be read from the text and the items before it; LaMP-3's scores and LaMP-5's
+    titles come first."""
+    parts = _item_parts(spec, ProfileItem(id="0", fields={}), "\0")
+    labels = [i for i, (_, is_label) in enumerate(parts) if is_label]
+    text = next(i for i, (segment, _) in enumerate(parts) if "\0" in segment)
+    return bool(labels) and labels[0] > text
+
+
 def _item_source_text(spec: TaskSpec, item: ProfileItem) -> str:
     f = item.fields
     if spec.name == "LaMP-1":

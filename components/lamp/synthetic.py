@@ -218,6 +218,18 @@ def _make_users(world: _World, cfg: SynthConfig, rng: random.Random) -> list[_Us
 def generate_task(task: str, cfg: SynthConfig, out_dir: str | Path) -> dict:
     """Write `{train,dev,test}_{questions,outputs}.json` and `relevance.json` for one task."""
     spec = get_task(task)
+    splits, relevance = synthesize(spec.name, cfg)
+    out_dir = Path(out_dir)
+    for split, (qs, outs) in splits.items():
+        write_questions(out_dir / f"{split}_questions.json", qs)
+        write_outputs(out_dir / f"{split}_outputs.json", spec, outs)
+    write_json_atomic(out_dir / "relevance.json", relevance, indent=None)
+    return {split: len(qs) for split, (qs, _) in splits.items()}
+
+
+def synthesize(task: str, cfg: SynthConfig) -> tuple[dict[str, tuple[list[Question], list[Output]]], dict[str, dict]]:
+    """One task's users in memory: {split: (questions, outputs)} and the relevance record."""
+    spec = get_task(task)
     if spec.name not in SYNTH_TASKS:
         raise ValueError(f"no synthetic generator for {spec.name}; available: {', '.join(SYNTH_TASKS)}")
     rng = random.Random(f"{cfg.seed}-{spec.name}")
@@ -259,9 +271,4 @@ def generate_task(task: str, cfg: SynthConfig, out_dir: str | Path) -> dict:
             outs.append(Output(id=qid, output=gold))
             relevance[qid] = {"theme": theme, "relevant": relevant,
                               "drifted": user.habit[theme] != user.new_habit[theme]}
-    out_dir = Path(out_dir)
-    for split, (qs, outs) in splits.items():
-        write_questions(out_dir / f"{split}_questions.json", qs)
-        write_outputs(out_dir / f"{split}_outputs.json", spec, outs)
-    write_json_atomic(out_dir / "relevance.json", relevance, indent=None)
-    return {split: len(qs) for split, (qs, _) in splits.items()}
+    return splits, relevance

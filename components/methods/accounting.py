@@ -81,8 +81,11 @@ def account(model, backbone: str, pplug_bridge_rank: int = 0, tap_per=None) -> l
         prefix = TapPerPrefix(hidden, num_users=1, cfg=tcfg)
     bridge, _ = lora_scalars(model, tcfg.bridge_rank, tcfg.bridge_roles)
     oppu, n_modules = lora_scalars(model, 8, "qv")
+    from components.backbone.lora import attention_targets
+
+    targets = set(attention_targets(model, "qv"))
     gates = sum(m.in_features for n, m in model.named_modules()
-                if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in ("q_proj", "v_proj"))
+                if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
     enc_dim, enc_params = minilm_parameters()
     pplug_bridge = lora_scalars(model, pplug_bridge_rank, "qkv")[0] if pplug_bridge_rank else 0
     return [
@@ -110,18 +113,19 @@ def accounting_table(rows: list[Row], users: list[int]) -> str:
     return "\n".join(lines)
 
 
-def accounting_for(embedded, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
+def accounting_for(reader_dir, backbones=("demo", "llama-2-7b", "llama-3.1-8b"),
                    users=(1, 100, 1000, 1_000_000), pplug_bridge_rank: int = 0, tap_per=None) -> str:
-    """The accounting table (Markdown) for the demo backbone (`embedded`: the
-    `backbone.embedded` settings) and/or the Llama architectures built on the meta device
+    """The accounting table (Markdown) for the demo backbone (the architecture of the reader
+    at `reader_dir`, which it task-adapts) and/or the Llama architectures built on the meta device
     (`pplug_bridge_rank`: the `pplug.bridge_rank` setting; `tap_per`: the `tap_per` model
     settings, a `TapPerConfig`)."""
     rows = []
     for name in backbones:
         if name == "demo":
-            model = meta_llama("demo", hidden_size=embedded.hidden_size, num_hidden_layers=embedded.layers,
-                               num_attention_heads=embedded.heads, num_key_value_heads=embedded.heads,
-                               intermediate_size=embedded.intermediate_size, vocab_size=512)
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(reader_dir))
         else:
             model = meta_llama(name)
         rows += account(model, name, pplug_bridge_rank, tap_per)

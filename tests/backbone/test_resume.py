@@ -23,7 +23,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, synth_root):
 
     repo = tiny_repo(tmp_path, synth_root)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profiles"]["demo"]["backbone"]["embedded"].update({"task_steps": 400})
+    params["profiles"]["demo"]["backbone"]["embedded"].update({"steps": 400})
     params["profiles"]["demo"]["backbone"]["checkpoint_every"] = 25
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}

@@ -10,11 +10,17 @@ import yaml
 
 from components.config import load_profile
 from components.lamp.splits import PrepareConfig, prepare_task
+from tests.tiny_models import tiny_reader
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TINY_EMBEDDED = {"hidden_size": 16, "layers": 1, "heads": 2, "intermediate_size": 32, "max_length": 256,
-                 "lm_steps": 2, "task_steps": 3, "batch_size": 4, "warmup_steps": 1}
+TINY_EMBEDDED = {"max_length": 256, "steps": 3, "batch_size": 4, "warmup_steps": 1}
+
+
+def use_tiny_backbone(profile: dict) -> None:
+    """A params.yaml profile whose embedded backbone is a few steps on an untrained one-layer reader."""
+    profile["backbone"]["embedded"].update(TINY_EMBEDDED)
+    profile["backbone"]["reader"]["path"] = str(tiny_reader())
 
 
 def tiny_repo(tmp_path: Path, synth_root: Path) -> Path:
@@ -23,7 +29,7 @@ def tiny_repo(tmp_path: Path, synth_root: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     demo = params["profiles"]["demo"]
     demo["tasks"] = ["LaMP-2"]
-    demo["backbone"]["embedded"].update(TINY_EMBEDDED)
+    use_tiny_backbone(demo)
     demo["evaluation"]["methods"] = ["non-personalized", "bm25-2"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     prepare_task("LaMP-2", synth_root / "LaMP-2", repo / "data" / "prepared" / "LaMP-2", PrepareConfig(5))

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tests.evaluation.test_run import TINY_EMBEDDED
+from tests.evaluation.test_run import use_tiny_backbone
 from tests.flows.test_data_flow import make_repo
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ def test_pipeline_end_to_end_then_cached(tmp_path, prefect_api, monkeypatch):
     repo = make_repo(tmp_path / "repo", tmp_path / "remote")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     demo = params["profiles"]["demo"]
-    demo["backbone"]["embedded"].update(TINY_EMBEDDED)
+    use_tiny_backbone(demo)
     methods = ["non-personalized", "bm25-2", "full-context", "tap-per", "pplug", "attn-gs@6"]
     demo["evaluation"]["methods"] = methods
     demo["tap_per"].update({"epochs": 1, "prefix_length": 2, "max_examples": 40})

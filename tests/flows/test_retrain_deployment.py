@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.evaluation.test_run import TINY_EMBEDDED
+from tests.evaluation.test_run import use_tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def _repo(path: Path) -> Path:
     demo["tasks"] = ["LaMP-2"]
     demo["data"]["synth"]["users"] = 30
     demo["prepare"]["oppu_top_users"] = 5
-    demo["backbone"]["embedded"].update(TINY_EMBEDDED)
+    use_tiny_backbone(demo)
     demo["tap_per"].update({"epochs": 1, "prefix_length": 2})
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):

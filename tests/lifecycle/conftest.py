@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.evaluation.test_run import TINY_EMBEDDED
+from tests.evaluation.test_run import use_tiny_backbone
 from tests.flows.test_data_flow import _git, make_repo
 
 
@@ -30,7 +30,7 @@ def workspace(tmp_path_factory, prefect_api):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     demo = params["profiles"]["demo"]
     demo["tasks"] = ["LaMP-2"]
-    demo["backbone"]["embedded"].update(TINY_EMBEDDED)
+    use_tiny_backbone(demo)
     demo["evaluation"]["methods"] = ["non-personalized", "bm25-2", "tap-per", "pplug", "attn-gs@6"]
     demo["evaluation"]["batch_size"] = 8
     demo["tap_per"].update({"epochs": 1, "prefix_length": 2, "max_examples": 60})
