@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def run_once() -> float:
@@ -42,7 +43,6 @@ def main() -> None:
     print(f"second run: {second:7.1f} s")
     print(f"second / first = {second / first:.1%} (goal: under 10%)")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    sys.path.insert(0, str(ROOT))
     from components.storage.files import write_json_atomic
 
     out = write_json_atomic(ROOT / "reports" / "bench-pipeline.json", {"first_s": first, "second_s": second,
